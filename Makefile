@@ -1,0 +1,62 @@
+# One-command setup: `make test` or `make demo` on a fresh machine creates .venv/, installs everything, builds the op.
+# Re-running when everything is in place only checks time stamps under .stamps/.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMPS := .stamps
+OP_SOURCES := $(wildcard oneformer/ops/csrc/*.h oneformer/ops/csrc/*.cpp oneformer/ops/csrc/cpu/*.cpp oneformer/ops/csrc/cuda/*.cu)
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo benchmark cuda-build-check clean
+
+setup: $(STAMPS)/package
+
+# The venv sees the base interpreter's packages only when that interpreter already has detectron2, so a detectron2
+# built from its repository is reused instead of replaced.
+$(STAMPS)/venv:
+	@mkdir -p $(STAMPS)
+	@if [ ! -x $(PY) ]; then \
+		if $(PYTHON) -c "import detectron2" 2>/dev/null; then \
+			echo "$(PYTHON) has detectron2: creating $(VENV) with --system-site-packages"; \
+			$(PYTHON) -m venv --system-site-packages $(VENV); \
+		else \
+			$(PYTHON) -m venv $(VENV); \
+		fi; \
+	fi
+	@touch $@
+
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	@touch $@
+
+$(STAMPS)/deps: $(STAMPS)/torch requirements.txt requirements-test.txt tools/install_detectron2.sh
+	sh tools/install_detectron2.sh $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	@touch $@
+
+# Editable install; compiles oneformer.ops._C in place (CPU kernels; CUDA ones too where a toolkit and a GPU exist).
+$(STAMPS)/package: $(STAMPS)/deps setup.py pyproject.toml $(OP_SOURCES)
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	@$(PY) -c "from oneformer.ops import extension_status as s; st = s(); assert st['built'], st; print('oneformer.ops._C:', st)"
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) demo/op_demo.py
+
+benchmark: setup
+	$(PY) tools/benchmark_ms_deform_attn.py --threads 2
+
+# Compiles the CUDA kernels in a scratch copy (FORCE_CUDA=1, no GPU needed); the in-place CPU build is untouched.
+cuda-build-check: setup
+	rm -rf build/cuda-check && mkdir -p build/cuda-check
+	cp -r setup.py pyproject.toml oneformer build/cuda-check/
+	find build/cuda-check -name '_C*.so' -delete
+	cd build/cuda-check && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" ../../$(PY) setup.py -q build_ext --inplace
+	cd build/cuda-check && ../../$(PY) -c "from oneformer.ops import _C; assert _C.with_cuda(); print('CUDA build OK:', _C.__file__)"
+
+clean:
+	rm -rf build $(STAMPS) oneformer/ops/_C*.so *.egg-info

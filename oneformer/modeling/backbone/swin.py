@@ -1,0 +1,483 @@
+"""Swin Transformer v1 backbone (Liu et al., ICCV 2021), detection variant, registered as ``D2SwinTransformer``.
+
+Input: images (B, 3, H, W) of any size; the patch embedding pads to a multiple of the patch size, every block pads to a
+multiple of the window size and patch merging pads odd sizes, so the outputs have spatial size ceil(H/s) x ceil(W/s).
+Output: dict ``res2..res5`` (strides 4, 8, 16, 32; channels EMBED_DIM * [1, 2, 4, 8]), NCHW, each passed through its
+own LayerNorm ``norm{i}``, filtered by MODEL.SWIN.OUT_FEATURES.
+
+Parameter and buffer names follow the original checkpoints (``patch_embed``, ``layers.{i}.blocks.{j}``,
+``layers.{i}.downsample``, ``norm{i}``; ``attn.relative_position_index`` is a persistent int64 buffer).
+
+``DropPath`` and ``Mlp`` defined here are shared with the other backbones of this package.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+__all__ = ["DropPath", "Mlp", "SwinTransformer", "D2SwinTransformer"]
+
+
+def drop_path(x, drop_prob: float = 0.0, training: bool = False):
+    """Stochastic depth: zero whole samples of a residual branch with probability ``drop_prob`` (rescaling the rest)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    mask_shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    mask = x.new_empty(mask_shape).bernoulli_(keep_prob)
+    return x * mask / keep_prob
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth on the residual branch."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x):
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Module):
+    """fc1 -> activation -> dropout -> fc2 -> dropout, applied on the last dimension."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        x = self.drop(self.act(self.fc1(x)))
+        return self.drop(self.fc2(x))
+
+
+def window_partition(x, window_size: int):
+    """(B, H, W, C) with H, W multiples of ``window_size`` -> (B * nW, window_size, window_size, C)."""
+    B, H, W, C = x.shape
+    x = x.reshape(B, H // window_size, window_size, W // window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+
+
+def window_reverse(windows, window_size: int, H: int, W: int):
+    """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C)."""
+    C = windows.shape[-1]
+    x = windows.reshape(-1, H // window_size, W // window_size, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+def relative_position_index(window_size: int):
+    """(ws*ws, ws*ws) int64 index into the (2ws-1)^2 bias table for every (query, key) pair of a window."""
+    ws = window_size
+    rows, cols = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
+    coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): query minus key
+    rel = rel + (ws - 1)  # shift both offsets to start at 0
+    return (rel[0] * (2 * ws - 1) + rel[1]).long()
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside (possibly shifted) windows, with a learned relative position bias.
+
+    Input (num_windows * B, N = ws * ws, C); optional additive mask (num_windows, N, N).
+    """
+
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x, mask=None):
+        B_, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
+
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(N, N, h).permute(2, 0, 1)  # (h, N, N)
+        if mask is None:
+            attn_mask = bias.unsqueeze(0)
+        else:
+            nW = mask.shape[0]
+            attn_mask = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, h, N, N)
+            attn_mask = attn_mask.unsqueeze(0).expand(B_ // nW, -1, -1, -1, -1).reshape(B_, h, N, N)
+        attn_mask = attn_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out.transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self):
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class SwinTransformerBlock(nn.Module):
+    """LN -> (shifted) window attention -> residual; LN -> MLP -> residual. Input (B, H*W, C) plus H, W."""
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        window_size=7,
+        shift_size=0,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        act_layer=nn.GELU,
+        norm_layer=nn.LayerNorm,
+    ):
+        super().__init__()
+        assert 0 <= shift_size < window_size, "shift_size must be in [0, window_size)"
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.mlp_ratio = mlp_ratio
+
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(
+            dim, window_size, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x, H: int, W: int, attn_mask=None):
+        B, L, C = x.shape
+        assert L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
+        ws = self.window_size
+
+        shortcut = x
+        x = self.norm1(x).view(B, H, W, C)
+        # pad right/bottom to a multiple of the window size (after the norm, so padded tokens are exact zeros)
+        pad_r = (ws - W % ws) % ws
+        pad_b = (ws - H % ws) % ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = attn_mask
+        else:
+            mask = None
+
+        windows = window_partition(x, ws).reshape(-1, ws * ws, C)
+        windows = self.attn(windows, mask=mask)
+        x = window_reverse(windows.reshape(-1, ws, ws, C), ws, Hp, Wp)
+
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = x[:, :H, :W, :].reshape(B, H * W, C)
+
+        x = shortcut + self.drop_path(x)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat (x0: even rows/even cols, x1: odd/even, x2: even/odd, x3: odd/odd) -> LN(4C) -> Linear
+    to 2C (no bias). Odd H or W is zero-padded by one at the bottom/right first. Input (B, H*W, C)."""
+
+    def __init__(self, dim, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.dim = dim
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x, H: int, W: int):
+        B, L, C = x.shape
+        assert L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
+        x = x.view(B, H, W, C)
+        if H % 2 == 1 or W % 2 == 1:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x0 = x[:, 0::2, 0::2, :]
+        x1 = x[:, 1::2, 0::2, :]
+        x2 = x[:, 0::2, 1::2, :]
+        x3 = x[:, 1::2, 1::2, :]
+        x = torch.cat([x0, x1, x2, x3], dim=-1).view(B, -1, 4 * C)
+        return self.reduction(self.norm(x))
+
+
+class BasicLayer(nn.Module):
+    """One Swin stage: ``depth`` blocks alternating regular and shifted windows, then optional patch merging."""
+
+    def __init__(
+        self,
+        dim,
+        depth,
+        num_heads,
+        window_size=7,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        norm_layer=nn.LayerNorm,
+        downsample=None,
+        use_checkpoint=False,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2
+        self.depth = depth
+        self.use_checkpoint = use_checkpoint
+
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(
+                    dim=dim,
+                    num_heads=num_heads,
+                    window_size=window_size,
+                    shift_size=0 if i % 2 == 0 else window_size // 2,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop,
+                    attn_drop=attn_drop,
+                    drop_path=drop_path[i] if isinstance(drop_path, (list, tuple)) else drop_path,
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.downsample = downsample(dim=dim, norm_layer=norm_layer) if downsample is not None else None
+
+    def _shift_mask(self, H: int, W: int, device):
+        """(nW, N, N) additive mask for the shifted windows: 0 within the same original region, -100 across."""
+        ws, s = self.window_size, self.shift_size
+        Hp = int(math.ceil(H / ws)) * ws
+        Wp = int(math.ceil(W / ws)) * ws
+        img_mask = torch.zeros((1, Hp, Wp, 1), device=device)
+        slices = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
+        label = 0
+        for hs in slices:
+            for wsl in slices:
+                img_mask[:, hs, wsl, :] = label
+                label += 1
+        win = window_partition(img_mask, ws).reshape(-1, ws * ws)  # (nW, N)
+        mask = win.unsqueeze(1) - win.unsqueeze(2)
+        return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+    def forward(self, x, H: int, W: int):
+        """x (B, H*W, C) -> (stage output (B, H*W, C), H, W, downsampled tokens, H', W')."""
+        attn_mask = self._shift_mask(H, W, x.device) if self.depth > 1 else None
+        for blk in self.blocks:
+            if self.use_checkpoint and x.requires_grad:
+                x = checkpoint.checkpoint(blk, x, H, W, attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, H, W, attn_mask)
+        if self.downsample is not None:
+            x_down = self.downsample(x, H, W)
+            return x, H, W, x_down, (H + 1) // 2, (W + 1) // 2
+        return x, H, W, x, H, W
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection (conv k = s = patch_size) with optional LayerNorm.
+
+    (B, C_in, H, W) -> (B, embed_dim, ceil(H / p), ceil(W / p)); the input is zero-padded at the right/bottom first.
+    """
+
+    def __init__(self, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None):
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x):
+        _, _, H, W = x.shape
+        p = self.patch_size
+        if W % p != 0 or H % p != 0:
+            x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
+        x = self.proj(x)
+        if self.norm is not None:
+            Wh, Ww = x.shape[2], x.shape[3]
+            x = self.norm(x.flatten(2).transpose(1, 2))
+            x = x.transpose(1, 2).reshape(-1, self.embed_dim, Wh, Ww)
+        return x
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer v1 feature extractor; ``forward`` returns {"res{i+2}": (B, C_i, H_i, W_i)}, i in out_indices."""
+
+    def __init__(
+        self,
+        pretrain_img_size=224,
+        patch_size=4,
+        in_chans=3,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=7,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.2,
+        norm_layer=nn.LayerNorm,
+        ape=False,
+        patch_norm=True,
+        out_indices=(0, 1, 2, 3),
+        use_checkpoint=False,
+    ):
+        super().__init__()
+        assert len(depths) == len(num_heads), "DEPTHS and NUM_HEADS must have the same length"
+        self.pretrain_img_size = pretrain_img_size
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.out_indices = tuple(out_indices)
+
+        self.patch_embed = PatchEmbed(
+            patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, norm_layer=norm_layer if patch_norm else None
+        )
+        if self.ape:
+            grid = pretrain_img_size // patch_size
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, grid, grid))
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        # stochastic depth rate grows linearly from 0 to drop_path_rate over all blocks
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
+
+        self.layers = nn.ModuleList()
+        for i in range(self.num_layers):
+            start = sum(depths[:i])
+            self.layers.append(
+                BasicLayer(
+                    dim=int(embed_dim * 2**i),
+                    depth=depths[i],
+                    num_heads=num_heads[i],
+                    window_size=window_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[start : start + depths[i]],
+                    norm_layer=norm_layer,
+                    downsample=PatchMerging if i < self.num_layers - 1 else None,
+                    use_checkpoint=use_checkpoint,
+                )
+            )
+
+        self.num_features = [int(embed_dim * 2**i) for i in range(self.num_layers)]
+        for i in self.out_indices:
+            self.add_module(f"norm{i}", norm_layer(self.num_features[i]))
+
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        Wh, Ww = x.shape[2], x.shape[3]
+        if self.ape:
+            pos = F.interpolate(self.absolute_pos_embed, size=(Wh, Ww), mode="bicubic")
+            x = x + pos
+        x = self.pos_drop(x.flatten(2).transpose(1, 2))
+
+        outs = {}
+        for i, layer in enumerate(self.layers):
+            x_out, H, W, x, Wh, Ww = layer(x, Wh, Ww)
+            if i in self.out_indices:
+                x_out = getattr(self, f"norm{i}")(x_out)
+                outs[f"res{i + 2}"] = x_out.view(-1, H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+        return outs
+
+
+@BACKBONE_REGISTRY.register()
+class D2SwinTransformer(SwinTransformer, Backbone):
+    """Detectron2 wrapper built from MODEL.SWIN.*; outputs res2..res5 filtered by MODEL.SWIN.OUT_FEATURES."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        c = cfg.MODEL.SWIN
+        in_chans = input_shape.channels if input_shape is not None and input_shape.channels is not None else 3
+        super().__init__(
+            pretrain_img_size=c.PRETRAIN_IMG_SIZE,
+            patch_size=c.PATCH_SIZE,
+            in_chans=in_chans,
+            embed_dim=c.EMBED_DIM,
+            depths=list(c.DEPTHS),
+            num_heads=list(c.NUM_HEADS),
+            window_size=c.WINDOW_SIZE,
+            mlp_ratio=c.MLP_RATIO,
+            qkv_bias=c.QKV_BIAS,
+            qk_scale=c.QK_SCALE,
+            drop_rate=c.DROP_RATE,
+            attn_drop_rate=c.ATTN_DROP_RATE,
+            drop_path_rate=c.DROP_PATH_RATE,
+            norm_layer=nn.LayerNorm,
+            ape=c.APE,
+            patch_norm=c.PATCH_NORM,
+            use_checkpoint=c.USE_CHECKPOINT,
+        )
+        self._in_chans = in_chans
+        self._out_features = list(c.OUT_FEATURES)
+        names = [f"res{i + 2}" for i in range(self.num_layers)]
+        unknown = [f for f in self._out_features if f not in names]
+        assert not unknown, f"MODEL.SWIN.OUT_FEATURES has unknown names {unknown}; choose from {names}"
+        self._out_feature_strides = {n: c.PATCH_SIZE * 2**i for i, n in enumerate(names)}
+        self._out_feature_channels = {n: self.num_features[i] for i, n in enumerate(names)}
+
+    def forward(self, x):
+        assert x.dim() == 4 and x.shape[1] == self._in_chans, (
+            f"SwinTransformer takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
+        )
+        y = super().forward(x)
+        return {k: v for k, v in y.items() if k in self._out_features}
+
+    def output_shape(self):
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+    @property
+    def size_divisibility(self):
+        return 32

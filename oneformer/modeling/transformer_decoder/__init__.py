@@ -1,0 +1,1 @@
+"""Transformer decoder, class transformer, text encoder and positional encodings."""

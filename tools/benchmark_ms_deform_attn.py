@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Benchmark multi-scale deformable attention implementations on pixel-decoder shapes.
+
+For each image size and batch: value levels at 1/8, 1/16 and 1/32 of the image, 256 channels in 8 heads, 4 points,
+and one query per value position (as in the pixel decoder's encoder), with sampling points scattered a few pixels
+around each query's own position. Prints the median time of forward and forward+backward per implementation, the
+speed-up over the PyTorch reference, and the max abs difference from the reference (output and gradients).
+
+    python tools/benchmark_ms_deform_attn.py --device cpu --threads 2
+    python tools/benchmark_ms_deform_attn.py --device cuda      # also every CUDA dtype
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from oneformer.ops import extension_status, ms_deform_attn  # noqa: E402
+
+
+def make_inputs(image_size, batch, device, dtype, channels=256, heads=8, points=4, seed=0):
+    """Pixel-decoder-like inputs: returns (value, spatial_shapes, level_start_index, sampling_locations, weights)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(image_size // s, image_size // s) for s in (8, 16, 32)]
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long)
+    level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+    S = int(spatial_shapes.prod(1).sum())
+    L = len(shapes)
+    # reference point of every query = the centre of its own pixel, shared by all levels
+    refs = []
+    for h, w in shapes:
+        ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+        refs.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
+    ref = torch.cat(refs)[None, :, None, None, None, :]  # (1, S, 1, 1, 1, 2)
+    norm = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32)[None, None, None, :, None, :]
+    offsets = torch.randn(batch, S, heads, L, points, 2, generator=g) * 3.0  # a few pixels of each level
+    loc = ref + offsets / norm
+    weights = torch.randn(batch, S, heads, L * points, generator=g).softmax(-1).view(batch, S, heads, L, points)
+    value = torch.randn(batch, S, heads, channels // heads, generator=g)
+    loc_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return (value.to(device, dtype), spatial_shapes.to(device), level_start_index.to(device),
+            loc.to(device, loc_dtype), weights.to(device, loc_dtype))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_impl(impl, inputs, runs, backward):
+    """Median seconds of forward (and backward when asked) over ``runs`` runs after two warm-up runs."""
+    value, shapes, starts, loc, w = inputs
+    device = value.device
+    if backward:
+        value, loc, w = (t.detach().requires_grad_() for t in (value, loc, w))
+    times = []
+    for i in range(runs + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = ms_deform_attn(value, shapes, starts, loc, w, impl=impl)
+        if backward:
+            out.backward(torch.ones_like(out))
+        _sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+        if backward:
+            value.grad = loc.grad = w.grad = None
+    return statistics.median(times)
+
+
+def max_diffs(impl, inputs):
+    """Max abs difference of output and of the three gradients between ``impl`` and the reference."""
+    res = {}
+    for name in (impl, "pytorch"):
+        value, shapes, starts, loc, w = (t.detach() for t in inputs)
+        # the reference is evaluated at the kernel's input precision for a like-for-like comparison
+        value, loc, w = (t.requires_grad_() for t in (value, loc, w))
+        out = ms_deform_attn(value, shapes, starts, loc, w, impl=name)
+        grad = torch.linspace(-1, 1, out.numel(), device=out.device, dtype=torch.float32).view_as(out).to(out.dtype)
+        out.backward(grad)
+        res[name] = [out.float(), value.grad.float(), loc.grad.float(), w.grad.float()]
+    return [(a - b).abs().max().item() for a, b in zip(res[impl], res["pytorch"])]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--dtypes", nargs="+", default=None,
+                        help="float32 float64 float16 bfloat16 (default: float32 on CPU, all four on CUDA)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is visible")
+    dtypes = args.dtypes or (["float32"] if device.type == "cpu" else ["float32", "float64", "float16", "bfloat16"])
+    kernel = "cpp" if device.type == "cpu" else "cuda"
+    status = extension_status()
+    have_kernel = status["built"] and (device.type == "cpu" or status["cuda"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# ms_deform_attn benchmark on {name}; torch {torch.__version__}; extension {status}")
+    print(f"# median of {args.runs} runs; speed-up = reference time / kernel time; "
+          "diff = max |kernel - reference| of (output, grad value, grad loc, grad weights)")
+    print(f"{'image':>6} {'batch':>5} {'dtype':>9} {'pass':>8} {'reference ms':>13} {kernel + ' ms':>10} "
+          f"{'speed-up':>9}  diff")
+    for size in args.sizes:
+        for batch in args.batches:
+            for dtype_name in dtypes:
+                dtype = getattr(torch, dtype_name)
+                inputs = make_inputs(size, batch, device, dtype)
+                diffs = max_diffs(kernel, inputs) if have_kernel else None
+                for backward in (False, True):
+                    ref = time_impl("pytorch", inputs, args.runs, backward)
+                    ker = time_impl(kernel, inputs, args.runs, backward) if have_kernel else float("nan")
+                    diff_txt = "" if diffs is None else ("%.1e" % diffs[0] if not backward else
+                                                          " ".join("%.1e" % d for d in diffs[1:]))
+                    print(f"{size:>6} {batch:>5} {dtype_name:>9} {'fwd+bwd' if backward else 'fwd':>8} "
+                          f"{ref * 1e3:>13.2f} {ker * 1e3:>10.2f} {ref / ker:>8.1f}x  {diff_txt}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
