@@ -1,8 +1,10 @@
 """OneFormer as a Detectron2 extension.
 
-``import oneformer`` registers every component (meta-architecture, head, pixel decoder, transformer decoder,
-backbones, dataset mappers) in Detectron2's registries and re-exports the config adders.
+``import oneformer`` registers every component (meta-architecture "OneFormer", head "OneFormerHead", pixel decoder
+"MSDeformAttnPixelDecoder", transformer decoder "ContrastiveMultiScaleMaskedTransformerDecoder", backbones
+"D2SwinTransformer", "D2ConvNeXt", "D2DiNAT") in Detectron2's registries and re-exports the config adders.
 """
+from . import modeling, ops  # noqa: F401  (registration)
 from .config import (  # noqa: F401
     add_common_config,
     add_convnext_config,
@@ -11,7 +13,6 @@ from .config import (  # noqa: F401
     add_oneformer_config_all,
     add_swin_config,
 )
-from . import ops  # noqa: F401
-from . import modeling  # noqa: F401
+from .oneformer_model import OneFormer  # noqa: F401
 
 __version__ = "0.1.0"

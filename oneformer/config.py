@@ -87,6 +87,9 @@ def add_common_config(cfg):
     # unused: the pixel decoder uses 4 points and MODEL.ONE_FORMER.NHEADS, as the original does
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # Added here (not in the original): "fp32" runs the pixel decoder in float32 as the original always does;
+    # "autocast" lets it follow a surrounding torch.autocast (float16/bfloat16 deformable attention on CUDA).
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION = "fp32"
 
 
 def add_oneformer_config(cfg):

@@ -2,21 +2,16 @@
 parameter table give, and names the same checkpoint as ``oneformer.model_zoo``."""
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from tests.reference import load_reference
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-_REF = "docs/reference/param_counts.json"
-PARAM_COUNTS = next(
-    (p for p in (REPO / "shared" / _REF, REPO.parent / "shared" / _REF, Path("/work/shared") / _REF) if p.is_file()),
-    Path("/work/shared") / _REF,
-)
 CKPT_RE = re.compile(r"^# checkpoint: (none released|https://shi-labs\.com/projects/oneformer/(\S+))$")
 DATASET_FOLDER = {"ade20k": "ade20k", "cityscapes": "cityscapes", "coco": "coco", "mapillary_vistas": "mapillary"}
 
@@ -141,13 +136,10 @@ def test_model_yaml_common_values(rel):
 
 
 def _param_count_cases():
-    if not PARAM_COUNTS.is_file():
-        return []
-    data = json.loads(PARAM_COUNTS.read_text())
+    data = load_reference("param_counts.json")
     return [pytest.param(v["config"], v["is_train"], id=k) for k, v in sorted(data.items())]
 
 
-@pytest.mark.skipif(not PARAM_COUNTS.is_file(), reason="reference param_counts.json not available")
 @pytest.mark.parametrize("config,ref", _param_count_cases())
 def test_reference_values(config, ref):
     assert config.startswith("configs/")
@@ -169,8 +161,6 @@ def test_reference_values(config, ref):
 
 
 def test_reference_table_covers_seven_configs():
-    if not PARAM_COUNTS.is_file():
-        pytest.skip("reference param_counts.json not available")
     assert len(_param_count_cases()) == 7
 
 

@@ -1,7 +1,6 @@
 """Tests for oneformer.data.tokenizer (CLIP BPE tokenizer, Tokenize, task_tokens) against reference facts."""
 import gzip
 import hashlib
-import json
 import os
 
 import pytest
@@ -16,16 +15,13 @@ from oneformer.data.tokenizer import (
     get_default_tokenizer,
     task_tokens,
 )
+from tests.reference import load_reference
 
-FACTS_PATH = "/work/shared/docs/reference/tokenizer_facts.json"
 
 
 @pytest.fixture(scope="module")
 def facts():
-    if not os.path.isfile(FACTS_PATH):
-        pytest.skip(f"reference facts not available: {FACTS_PATH}")
-    with open(FACTS_PATH) as f:
-        return json.load(f)
+    return load_reference("tokenizer_facts.json")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
 """ConvNeXt backbone: exact ConvNeXt-L checkpoint layout, tiny forward/backward, LayerNorm and layer-scale details."""
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,15 +9,12 @@ from detectron2.modeling import build_backbone
 
 from oneformer.config import add_oneformer_config_all
 from oneformer.modeling.backbone.convnext import Block, D2ConvNeXt, LayerNorm
+from tests.reference import load_reference
 
-REFERENCE = Path("/work/shared/docs/reference")
 
 
 def _reference(name):
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
+    return load_reference(name)
 
 
 def _tiny_cfg(**overrides):

@@ -1,8 +1,6 @@
 """Swin backbone: exact Swin-L checkpoint layout, tiny forward/backward on odd sizes, and window attention vs a loop
 oracle (relative position bias, shifted-window mask, padding)."""
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,23 +11,17 @@ from detectron2.modeling import build_backbone
 
 from oneformer.config import add_oneformer_config_all
 from oneformer.modeling.backbone.swin import D2SwinTransformer, SwinTransformerBlock, relative_position_index
+from tests.reference import load_reference
 
-REFERENCE = Path("/work/shared/docs/reference")
 
 
 def _reference_backbone(json_name):
-    path = REFERENCE / json_name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    entries = json.loads(path.read_text())
+    entries = load_reference(json_name)
     return {name: (tuple(shape), dtype) for name, shape, dtype in entries if name.startswith("backbone.")}
 
 
 def _reference_backbone_params(key):
-    path = REFERENCE / "param_counts.json"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())[key]["is_train"]["backbone_params"]
+    return load_reference("param_counts.json")[key]["is_train"]["backbone_params"]
 
 
 def _swin_large_cfg():

@@ -1,15 +1,13 @@
 """Tests for the OneFormer text encoder (CLIP-style causal transformer with EOT pooling)."""
-import json
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from oneformer.modeling.transformer_decoder.text_transformer import TextTransformer
+from tests.reference import load_reference
 
-KEYS_PATH = "/work/shared/docs/reference/keys_ade20k_swin_large.json"
 EOT = 49407
 SOT = 49406
 
@@ -30,10 +28,7 @@ def _ids(rows, length=77):
 
 
 def test_state_dict_matches_checkpoint_layout(model):
-    if not os.path.isfile(KEYS_PATH):
-        pytest.skip(f"reference key list not available: {KEYS_PATH}")
-    with open(KEYS_PATH) as f:
-        entries = json.load(f)
+    entries = load_reference("keys_ade20k_swin_large.json")
     prefix = "text_encoder."
     expected = [(n[len(prefix):], tuple(s), d) for n, s, d in entries if n.startswith(prefix)]
     assert len(expected) == 76

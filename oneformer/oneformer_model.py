@@ -1,0 +1,321 @@
+"""``OneFormer``: the meta-architecture (META_ARCH_REGISTRY "OneFormer").
+
+Input: a list of dicts with "image" (C, H, W) uint8 in cfg.INPUT.FORMAT, optional "height"/"width" (output size),
+"task" ("The task is panoptic" or just "panoptic"; default MODEL.TEST.TASK), and for training "instances"
+(gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
+Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
+segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON. Training: a dict of
+weighted losses.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import BitMasks, ImageList
+from detectron2.utils.memory import retry_if_cuda_oom
+from torch import nn
+from torch.nn import functional as F
+
+from .data.tokenizer import Tokenize, get_default_tokenizer
+from .modeling.criterion import SetCriterion, build_weight_dict
+from .modeling.inference import instance_inference, panoptic_inference, semantic_inference
+from .modeling.matcher import HungarianMatcher
+from .modeling.transformer_decoder.mlp import MLP
+from .modeling.transformer_decoder.text_transformer import TextTransformer
+
+__all__ = ["OneFormer", "TASKS", "task_string"]
+
+TASKS = ("semantic", "instance", "panoptic")
+
+
+def task_string(task: str) -> str:
+    """Normalize "panoptic" / "The task is panoptic" (any case) to "The task is panoptic"; ValueError otherwise."""
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a string, got {type(task).__name__}")
+    t = task.strip()
+    name = t[len("the task is "):] if t.lower().startswith("the task is ") else t
+    name = name.strip().lower()
+    if name not in TASKS:
+        raise ValueError(f"unknown task {task!r}: expected one of {TASKS} (or 'The task is <task>')")
+    return f"The task is {name}"
+
+
+@META_ARCH_REGISTRY.register()
+class OneFormer(nn.Module):
+    """Backbone → OneFormerHead (pixel decoder, task-conditioned transformer decoder) → mask classification."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        task_mlp: nn.Module,
+        text_encoder: Optional[nn.Module],
+        text_projector: Optional[nn.Module],
+        criterion: nn.Module,
+        prompt_ctx: Optional[nn.Embedding],
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Tuple[float],
+        pixel_std: Tuple[float],
+        semantic_on: bool,
+        panoptic_on: bool,
+        instance_on: bool,
+        detection_on: bool,
+        test_topk_per_image: int,
+        task_seq_len: int,
+        max_seq_len: int,
+        is_demo: bool,
+        default_task: str = "panoptic",
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.task_mlp = task_mlp
+        self.text_encoder = text_encoder
+        self.text_projector = text_projector
+        self.prompt_ctx = prompt_ctx
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.metadata = metadata
+        if size_divisibility < 0:
+            size_divisibility = self.backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        # not persistent: checkpoints never carry them (as in the original)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.instance_on = instance_on
+        self.panoptic_on = panoptic_on
+        self.detection_on = detection_on
+        self.test_topk_per_image = test_topk_per_image
+        self.is_demo = is_demo
+        self.default_task = task_string(default_task)
+        self.task_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=task_seq_len)
+        self.text_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=max_seq_len)
+        self._task_ids: Dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        of = cfg.MODEL.ONE_FORMER
+        te = cfg.MODEL.TEXT_ENCODER
+        if cfg.INPUT.TASK_SEQ_LEN <= 0:
+            raise ValueError(f"INPUT.TASK_SEQ_LEN must be positive, got {cfg.INPUT.TASK_SEQ_LEN}")
+        text_encoder = text_projector = prompt_ctx = None
+        if cfg.MODEL.IS_TRAIN:
+            if te.CONTEXT_LENGTH != cfg.INPUT.MAX_SEQ_LEN:
+                raise ValueError(
+                    f"MODEL.TEXT_ENCODER.CONTEXT_LENGTH ({te.CONTEXT_LENGTH}) must equal INPUT.MAX_SEQ_LEN "
+                    f"({cfg.INPUT.MAX_SEQ_LEN}): the positional embedding covers the whole token sequence"
+                )
+            if te.N_CTX > 0 and te.WIDTH != of.HIDDEN_DIM:
+                raise ValueError(
+                    f"MODEL.TEXT_ENCODER.WIDTH ({te.WIDTH}) must equal MODEL.ONE_FORMER.HIDDEN_DIM ({of.HIDDEN_DIM}) "
+                    "when N_CTX > 0: the prompt context vectors are appended to the projected text embeddings"
+                )
+            text_encoder = TextTransformer(context_length=te.CONTEXT_LENGTH, width=te.WIDTH, layers=te.NUM_LAYERS,
+                                           vocab_size=te.VOCAB_SIZE)
+            text_projector = MLP(text_encoder.width, of.HIDDEN_DIM, of.HIDDEN_DIM, te.PROJ_NUM_LAYERS)
+            if te.N_CTX > 0:
+                prompt_ctx = nn.Embedding(te.N_CTX, te.WIDTH)
+        task_mlp = MLP(cfg.INPUT.TASK_SEQ_LEN, of.HIDDEN_DIM, of.HIDDEN_DIM, 2)
+
+        matcher = HungarianMatcher(cost_class=of.CLASS_WEIGHT, cost_mask=of.MASK_WEIGHT, cost_dice=of.DICE_WEIGHT,
+                                   num_points=of.TRAIN_NUM_POINTS)
+        weight_dict = build_weight_dict(of.CLASS_WEIGHT, of.MASK_WEIGHT, of.DICE_WEIGHT, of.CONTRASTIVE_WEIGHT,
+                                        of.DEC_LAYERS, of.DEEP_SUPERVISION)
+        criterion = SetCriterion(
+            sem_seg_head.num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=of.NO_OBJECT_WEIGHT,
+            losses=["labels", "masks", "contrastive"], num_points=of.TRAIN_NUM_POINTS,
+            oversample_ratio=of.OVERSAMPLE_RATIO, importance_sample_ratio=of.IMPORTANCE_SAMPLE_RATIO,
+            contrast_temperature=of.CONTRASTIVE_TEMPERATURE,
+        )
+        test = cfg.MODEL.TEST
+        dataset = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else "__oneformer_no_dataset__"
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "task_mlp": task_mlp,
+            "text_encoder": text_encoder,
+            "text_projector": text_projector,
+            "prompt_ctx": prompt_ctx,
+            "criterion": criterion,
+            "num_queries": of.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "metadata": MetadataCatalog.get(dataset),
+            "size_divisibility": of.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": (
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "detection_on": test.DETECTION_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "task_seq_len": cfg.INPUT.TASK_SEQ_LEN,
+            "max_seq_len": cfg.INPUT.MAX_SEQ_LEN,
+            "is_demo": cfg.MODEL.IS_DEMO,
+            "default_task": test.TASK,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ----------------------------------------------------------------------------------------------------------
+    # inputs
+
+    def task_token_ids(self, task: str) -> torch.Tensor:
+        """(TASK_SEQ_LEN,) int64 CLIP token ids of a task string (validated, cached)."""
+        key = task_string(task)
+        if key not in self._task_ids:
+            self._task_ids[key] = self.task_tokenizer(key)
+        return self._task_ids[key]
+
+    def encode_tasks(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """(B, HIDDEN_DIM): the task MLP applied to the raw token ids (as floats, no embedding; spec §3)."""
+        ids = torch.stack([self.task_token_ids(x.get("task", self.default_task)) for x in batched_inputs])
+        return self.task_mlp(ids.to(self.device).float())
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        images = []
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise KeyError(f"batched_inputs[{i}] has no 'image' (keys: {sorted(x)})")
+            img = x["image"]
+            if not torch.is_tensor(img) or img.dim() != 3 or img.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) tensor, got "
+                    + (f"shape {tuple(img.shape)}" if torch.is_tensor(img) else type(img).__name__)
+                )
+            images.append((img.to(self.device) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """text: (B, T, L) token ids → (B, T + N_CTX, C): encoded, projected, plus the learned context vectors."""
+        b, t, _ = text.shape
+        x = self.text_projector(self.text_encoder(text.flatten(0, 1))).view(b, t, -1)
+        if self.prompt_ctx is not None:
+            x = torch.cat([x, self.prompt_ctx.weight.unsqueeze(0).expand(b, -1, -1)], dim=1)
+        return x
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    def forward(self, batched_inputs: List[Dict]):
+        if self.training:
+            self._check_training_inputs(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        tasks = self.encode_tasks(batched_inputs)
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features, tasks)
+        if self.training:
+            return self.losses(batched_inputs, images, outputs)
+        return self.inference(batched_inputs, images, outputs)
+
+    def _check_training_inputs(self, batched_inputs: List[Dict]) -> None:
+        needed = ["instances"] + (["text"] if self.text_encoder is not None else [])
+        for i, x in enumerate(batched_inputs):
+            missing = [k for k in needed if k not in x]
+            if missing:
+                raise KeyError(f"training input {i} lacks {missing} (use a OneFormer training dataset mapper, "
+                               "which derives them from the panoptic annotation)")
+
+    def losses(self, batched_inputs, images, outputs) -> Dict[str, torch.Tensor]:
+        targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
+        if self.text_encoder is not None:
+            texts = torch.stack([self.text_tokenizer(x["text"]) for x in batched_inputs]).to(self.device)
+            outputs["texts"] = self.encode_text(texts)
+        losses = self.criterion(outputs, targets)
+        weights = self.criterion.weight_dict
+        return {k: v * weights[k] for k, v in losses.items() if k in weights}
+
+    @staticmethod
+    def prepare_targets(targets, images: ImageList) -> List[Dict[str, torch.Tensor]]:
+        """Ground truth as {"labels" (M,), "masks" (M, H_pad, W_pad)} zero-padded to the batch size."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        new_targets = []
+        for t in targets:
+            gt_masks = t.gt_masks.tensor if isinstance(t.gt_masks, BitMasks) else t.gt_masks
+            padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
+            padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+            new_targets.append({"labels": t.gt_classes, "masks": padded})
+        return new_targets
+
+    # ----------------------------------------------------------------------------------------------------------
+    # inference
+
+    def _thing_ids(self) -> List[int]:
+        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
+        if mapping is None:
+            raise RuntimeError(
+                f"metadata of dataset {self.metadata.name!r} has no thing_dataset_id_to_contiguous_id, which "
+                "panoptic and instance inference need to tell things from stuff: register the dataset "
+                "(import oneformer.data.datasets) or set DATASETS.TRAIN to a registered dataset"
+            )
+        return list(mapping.values())
+
+    def inference(self, batched_inputs, images: ImageList, outputs) -> List[Dict]:
+        mask_cls_results = outputs["pred_logits"]
+        mask_pred_results = outputs["pred_masks"]
+        padded_size = images.tensor.shape[-2:]
+        thing_ids = self._thing_ids() if (self.panoptic_on or self.instance_on) else None
+        processed_results = []
+        for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs,
+                                                       images.image_sizes):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            before = self.sem_seg_postprocess_before_inference
+
+            def resize(masks, image_size=image_size, height=height, width=width, before=before):
+                # as the original: to the padded input size, then crop and resize to the requested output size
+                if masks.shape[0] == 0:  # nothing kept: interpolate rejects empty inputs
+                    return masks.new_zeros((0,) + ((height, width) if before else tuple(padded_size)))
+                masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
+                if before:
+                    masks = retry_if_cuda_oom(sem_seg_postprocess)(masks, image_size, height, width)
+                return masks
+
+            res = {}
+            if self.semantic_on:
+                r = retry_if_cuda_oom(semantic_inference)(mask_cls, resize(mask_pred))
+                if not before:
+                    r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
+                res["sem_seg"] = r
+            if self.panoptic_on:
+                res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
+                    mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold
+                )
+            if self.instance_on:
+                task = task_string(x.get("task", self.default_task))
+                remap = None
+                if "ade20k" in (self.metadata.name or "") and not self.is_demo and "instance" in task:
+                    # ADE20K instance evaluation uses the 100-class thing space
+                    remap = list(self.metadata.thing_dataset_id_to_contiguous_id.keys())
+                inst = retry_if_cuda_oom(instance_inference)(
+                    mask_cls, mask_pred, resize, (height, width), self.test_topk_per_image,
+                    thing_ids=thing_ids if self.panoptic_on else None,
+                    object_mask_threshold=self.object_mask_threshold if self.is_demo else None,
+                    label_remap=remap, detection_on=self.detection_on,
+                )
+                res["instances"] = inst
+                if self.detection_on:
+                    res["box_instances"] = inst
+            processed_results.append(res)
+        return processed_results

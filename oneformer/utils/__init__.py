@@ -1,0 +1,1 @@
+"""Utilities: checkpoint loading with a clear report of what was (not) loaded."""

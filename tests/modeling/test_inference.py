@@ -1,0 +1,126 @@
+"""Post-processing: the vectorized panoptic/instance rules equal straightforward loops of the original's rules."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oneformer.modeling.inference import instance_inference, panoptic_inference, semantic_inference
+
+
+def identity(masks):
+    return masks
+
+
+def loop_panoptic(mask_cls, mask_pred, thing_ids, object_mask_threshold, overlap_threshold):
+    """The original rule, written as the plain per-query loop."""
+    num_classes = mask_cls.shape[-1] - 1
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    mask_pred = mask_pred.sigmoid()
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep]
+    panoptic_seg = torch.zeros(mask_pred.shape[-2:], dtype=torch.int32)
+    segments_info = []
+    if cur_masks.shape[0] == 0:
+        return panoptic_seg, segments_info
+    cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    current_segment_id = 0
+    stuff_memory = {}
+    for k in range(cur_classes.shape[0]):
+        pred_class = cur_classes[k].item()
+        isthing = pred_class in thing_ids
+        mask_area = (cur_mask_ids == k).sum().item()
+        original_area = (cur_masks[k] >= 0.5).sum().item()
+        mask = (cur_mask_ids == k) & (cur_masks[k] >= 0.5)
+        if mask_area > 0 and original_area > 0 and mask.sum().item() > 0:
+            if mask_area / original_area < overlap_threshold:
+                continue
+            if not isthing:
+                if pred_class in stuff_memory:
+                    panoptic_seg[mask] = stuff_memory[pred_class]
+                    continue
+                stuff_memory[pred_class] = current_segment_id + 1
+            current_segment_id += 1
+            panoptic_seg[mask] = current_segment_id
+            segments_info.append({"id": current_segment_id, "isthing": bool(isthing), "category_id": int(pred_class)})
+    return panoptic_seg, segments_info
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("overlap", [0.0, 0.8])
+def test_panoptic_matches_loop(seed, overlap):
+    g = torch.Generator().manual_seed(seed)
+    n, k = 12, 6
+    mask_cls = torch.randn(n, k + 1, generator=g) * 3
+    # blobs so that queries overlap partially; few classes so that stuff segments merge
+    mask_pred = torch.randn(n, 1, 6, 6, generator=g) * 4
+    mask_pred = F.interpolate(mask_pred, size=(24, 30), mode="bilinear", align_corners=False)[:, 0]
+    thing_ids = [3, 4, 5]
+    ours = panoptic_inference(mask_cls, mask_pred, identity, thing_ids, 0.3, overlap)
+    ref = loop_panoptic(mask_cls, mask_pred, thing_ids, 0.3, overlap)
+    assert torch.equal(ours[0], ref[0])
+    assert ours[1] == ref[1]
+
+
+def test_panoptic_nothing_kept():
+    pan, info = panoptic_inference(torch.tensor([[0.0, 5.0]]), torch.randn(1, 4, 4), identity, [], 0.5, 0.8)
+    assert info == [] and pan.shape == (4, 4) and not pan.any()
+
+
+def test_panoptic_resizes_only_kept_queries():
+    seen = []
+
+    def resize(masks):
+        seen.append(masks.shape[0])
+        return F.interpolate(masks[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
+
+    mask_cls = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 5.0, 0.0]])  # query 1 is no-object
+    pan, info = panoptic_inference(mask_cls, torch.randn(3, 4, 4), resize, [1], 0.5, 0.0)
+    assert seen == [2] and pan.shape == (8, 8)
+
+
+def test_semantic_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    mask_cls, mask_pred = torch.randn(7, 5, generator=g), torch.randn(7, 9, 11, generator=g)
+    probs = mask_cls.softmax(-1)[:, :-1]
+    ref = sum(probs[q][:, None, None] * mask_pred[q].sigmoid()[None] for q in range(7))
+    assert torch.allclose(semantic_inference(mask_cls, mask_pred), ref, atol=1e-6)
+
+
+def loop_instance(mask_cls, mask_pred, topk, thing_ids, threshold, remap):
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    triples = sorted(((scores[q, c].item(), q, c) for q in range(num_queries) for c in range(num_classes)),
+                     reverse=True)[:topk]
+    out = []
+    for s, q, c in triples:
+        if threshold is not None and not s > threshold:
+            continue
+        if thing_ids is not None and c not in thing_ids:
+            continue
+        m = mask_pred[q]
+        binary = (m > 0).float()
+        mask_score = (m.sigmoid() * binary).sum() / (binary.sum() + 1e-6)
+        out.append((q, remap.index(c) if remap else c, s * mask_score.item()))
+    return sorted(out, key=lambda t: -t[2])
+
+
+@pytest.mark.parametrize("threshold,things,remap", [(None, None, None), (0.05, [1, 3], None), (None, [1, 3], [1, 3])])
+def test_instance_matches_loop(threshold, things, remap):
+    g = torch.Generator().manual_seed(1)
+    mask_cls, mask_pred = torch.randn(6, 5, generator=g) * 2, torch.randn(6, 10, 12, generator=g)
+    inst = instance_inference(mask_cls, mask_pred, identity, (10, 12), 9, things, threshold, remap)
+    ref = loop_instance(mask_cls, mask_pred, 9, things, threshold, remap)
+    got = sorted(zip(inst.pred_classes.tolist(), inst.scores.tolist()), key=lambda t: -t[1])
+    assert [c for c, _ in got] == [c for _, c, _ in ref]
+    assert torch.allclose(torch.tensor([s for _, s in got]), torch.tensor([s for _, _, s in ref]), atol=1e-6)
+    assert inst.pred_masks.shape == (len(ref), 10, 12)
+    assert not inst.pred_boxes.tensor.any()
+
+
+def test_instance_boxes_from_masks_and_empty():
+    mask_pred = torch.full((2, 6, 8), -5.0)
+    mask_pred[0, 1:3, 2:5] = 5.0
+    inst = instance_inference(torch.tensor([[6.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), mask_pred, identity, (6, 8), 1,
+                              None, None, None, detection_on=True)
+    assert inst.pred_boxes.tensor.tolist() == [[2.0, 1.0, 5.0, 3.0]]
+    empty = instance_inference(torch.randn(2, 3), torch.randn(2, 6, 8), lambda m: m, (6, 8), 4, [], None, None)
+    assert len(empty) == 0

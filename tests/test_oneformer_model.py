@@ -1,0 +1,151 @@
+"""The OneFormer meta-architecture end to end on a tiny config: inference for every task, training losses."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from oneformer.oneformer_model import task_string
+from tests.tiny import NUM_CLASSES, THING_IDS, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = 0.0  # keep every query so panoptic/instance results are not empty
+    m = build_model(cfg)
+    m.eval()
+    return m
+
+
+def _image(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+
+
+def test_inference_outputs_for_every_task(model):
+    inputs = [
+        {"image": _image(64, 96), "task": "The task is panoptic"},
+        {"image": _image(80, 50, 1), "task": "semantic", "height": 160, "width": 100},
+        {"image": _image(40, 40, 2), "task": "instance"},
+    ]
+    with torch.no_grad():
+        outputs = model(inputs)
+    assert len(outputs) == 3
+    for out, (h, w) in zip(outputs, [(64, 96), (160, 100), (40, 40)]):
+        assert set(out) == {"sem_seg", "panoptic_seg", "instances"}
+        assert out["sem_seg"].shape == (NUM_CLASSES, h, w)
+        pan, segments = out["panoptic_seg"]
+        assert pan.shape == (h, w) and pan.dtype == torch.int32
+        ids = set(pan.unique().tolist()) - {0}
+        assert ids == {s["id"] for s in segments}
+        for s in segments:
+            assert s["isthing"] == (s["category_id"] in THING_IDS)
+        inst = out["instances"]
+        assert inst.image_size == (h, w)
+        assert inst.pred_masks.shape[1:] == (h, w)
+        assert set(inst.pred_classes.tolist()) <= set(THING_IDS)
+        assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
+
+
+def test_task_token_conditions_the_queries(model):
+    image = _image(64, 64)
+    logits = {}
+    for task in ("semantic", "instance", "panoptic"):
+        images = model.preprocess_image([{"image": image}])
+        tasks = model.encode_tasks([{"image": image, "task": task}])
+        with torch.no_grad():
+            logits[task] = model.sem_seg_head(model.backbone(images.tensor), tasks)["pred_logits"]
+    assert not torch.allclose(logits["semantic"], logits["panoptic"])
+    assert not torch.allclose(logits["instance"], logits["panoptic"])
+
+
+def test_batch_equals_single_images(model):
+    a, b = _image(64, 64, 3), _image(64, 64, 4)
+    with torch.no_grad():
+        both = model([{"image": a, "task": "panoptic"}, {"image": b, "task": "semantic"}])
+        one = model([{"image": b, "task": "semantic"}])
+    assert torch.allclose(both[1]["sem_seg"], one[0]["sem_seg"], atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["panoptics", "The task is depth", "", 3])
+def test_unknown_task_is_rejected(model, bad):
+    with pytest.raises(ValueError, match="task"):
+        model([{"image": _image(32, 32), "task": bad}])
+
+
+def test_task_string_normalization():
+    assert task_string("panoptic") == "The task is panoptic"
+    assert task_string(" The task is Semantic ") == "The task is semantic"
+    assert task_string("the task is instance") == "The task is instance"
+
+
+def test_bad_image_is_rejected(model):
+    with pytest.raises(ValueError, match=r"batched_inputs\[0\]\['image'\] must be a \(3, H, W\)"):
+        model([{"image": torch.zeros(32, 32, 3, dtype=torch.uint8)}])
+    with pytest.raises(KeyError, match="no 'image'"):
+        model([{"file_name": "x.jpg"}])
+
+
+def test_missing_metadata_is_explained():
+    cfg = tiny_cfg()
+    cfg.DATASETS.TRAIN = ("oneformer_never_registered",)
+    m = build_model(cfg).eval()
+    with pytest.raises(RuntimeError, match="thing_dataset_id_to_contiguous_id"):
+        m([{"image": _image(64, 64)}])
+    # semantic segmentation alone needs no thing/stuff split
+    cfg.MODEL.TEST.PANOPTIC_ON = False
+    cfg.MODEL.TEST.INSTANCE_ON = False
+    m = build_model(cfg).eval()
+    with torch.no_grad():
+        out = m([{"image": _image(64, 64)}])
+    assert set(out[0]) == {"sem_seg"}
+
+
+def _training_inputs():
+    inputs = []
+    for seed, (h, w) in enumerate([(64, 64), (64, 64)]):
+        inst = Instances((h, w))
+        masks = torch.zeros(3, h, w, dtype=torch.bool)
+        masks[0, : h // 2] = True
+        masks[1, h // 2:, : w // 2] = True
+        masks[2, h // 2:, w // 2:] = True
+        inst.gt_classes = torch.tensor([0, 3, 4])
+        inst.gt_masks = masks
+        image = _image(h, w, seed)
+        image[:, : h // 2] //= 4  # make the regions visible in the image
+        inputs.append({"image": image, "task": "The task is panoptic", "instances": inst,
+                       "text": ["a photo with a class0", "a photo with a class3", "a photo with a class4",
+                                "a panoptic photo", "a panoptic photo", "a panoptic photo"]})
+    return inputs
+
+
+def test_training_losses_decrease():
+    torch.manual_seed(0)
+    cfg = tiny_cfg(is_train=True)
+    model = build_model(cfg)
+    model.train()
+    inputs = _training_inputs()
+    losses = model(inputs)
+    # final + 3 auxiliary predictions (DEC_LAYERS 4) × (ce, mask, dice) + contrastive
+    assert len(losses) == 4 * 3 + 1 and "loss_contrastive" in losses and "loss_dice_2" in losses
+    assert all(torch.isfinite(v) for v in losses.values())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(12):
+        losses = model(inputs)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    assert sum(history[-3:]) / 3 < 0.8 * sum(history[:3]) / 3, history
+    # the text branch and the learnable temperature receive gradients
+    assert model.text_encoder.token_embedding.weight.grad.abs().sum() > 0
+    assert model.criterion.logit_scale.grad is not None
+
+
+def test_training_requires_targets():
+    model = build_model(tiny_cfg(is_train=True)).train()
+    with pytest.raises(KeyError, match="instances"):
+        model([{"image": _image(32, 32)}])
