@@ -252,8 +252,24 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
 
         predictions_class, predictions_mask = [], []
         want_aux = self.training
+        # In eval only the last prediction is returned, so earlier layers need their masks only as attention masks
+        # at the next level's (coarser) size: bilinear resizing is linear per channel, so resizing the mask features
+        # first and then projecting gives the same logits as projecting at 1/4 scale and resizing (what training,
+        # which needs every full mask for the losses, does).
+        small_features = {} if not self.training else None
+
+        def attn_features(size):
+            if small_features is None:
+                return None
+            key = tuple(size)
+            if key not in small_features:
+                small_features[key] = F.interpolate(mask_features, size=key, mode="bilinear", align_corners=False)
+            return small_features[key]
+
+        last = self.num_layers == 0
         outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-            output, mask_features, size_list[0], need_class=want_aux or self.num_layers == 0
+            output, mask_features, size_list[0], need_class=want_aux or last, need_mask=want_aux or last,
+            attn_features=attn_features(size_list[0]),
         )
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
@@ -267,9 +283,10 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
             last = i == self.num_layers - 1
+            next_size = size_list[(i + 1) % self.num_feature_levels]
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, size_list[(i + 1) % self.num_feature_levels],
-                need_class=want_aux or last, need_attn_mask=not last,
+                output, mask_features, next_size, need_class=want_aux or last, need_mask=want_aux or last,
+                need_attn_mask=not last, attn_features=None if last else attn_features(next_size),
             )
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
@@ -283,17 +300,27 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         }
 
     def forward_prediction_heads(self, output, mask_features, attn_mask_target_size, need_class=True,
-                                 need_attn_mask=True):
-        """Class logits (B, N, K+1) (None if not needed), mask logits (B, N, H/4, W/4), and the next layer's
-        attention mask (B, 1, N, h*w) bool, True where sigmoid(mask) < 0.5 at the next level's size (detached)."""
+                                 need_mask=True, need_attn_mask=True, attn_features=None):
+        """Predictions on the queries ``output`` (N, B, C).
+
+        Returns class logits (B, N, K+1) (None unless need_class), mask logits (B, N, H/4, W/4) (None unless
+        need_mask), and the next layer's attention mask (B, 1, N, h*w) bool, True where sigmoid(mask) < 0.5 at
+        ``attn_mask_target_size`` (detached; None unless need_attn_mask). ``attn_features``: the mask features
+        already resized to that size, to compute the attention mask without full-size masks.
+        """
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, N, C)
         outputs_class = self.class_embed(decoder_output) if need_class else None
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features) if need_mask else None
         attn_mask = None
         if need_attn_mask:
-            attn_mask = F.interpolate(outputs_mask.detach(), size=attn_mask_target_size, mode="bilinear",
+            if attn_features is not None:
+                small = torch.einsum("bqc,bchw->bqhw", mask_embed.detach(), attn_features)
+            else:
+                full = outputs_mask if outputs_mask is not None else torch.einsum(
+                    "bqc,bchw->bqhw", mask_embed, mask_features)
+                small = F.interpolate(full.detach(), size=attn_mask_target_size, mode="bilinear",
                                       align_corners=False)
             # one mask for all heads: (B, 1, N, hw)
-            attn_mask = (attn_mask.sigmoid().flatten(2) < 0.5).unsqueeze(1)
+            attn_mask = (small.sigmoid().flatten(2) < 0.5).unsqueeze(1)
         return outputs_class, outputs_mask, attn_mask

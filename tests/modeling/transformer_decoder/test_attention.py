@@ -1,0 +1,26 @@
+"""multi_head_attention (SDPA with an nn.MultiheadAttention's weights) equals nn.MultiheadAttention itself."""
+import pytest
+import torch
+from torch import nn
+
+from oneformer.modeling.transformer_decoder.attention import multi_head_attention
+
+
+@pytest.mark.parametrize("mask_kind", [None, "2d", "3d_batch", "4d", "3d_heads"])
+def test_matches_nn_multihead_attention(mask_kind):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4).double().eval()
+    with torch.no_grad():
+        mha.in_proj_bias.normal_()
+        mha.out_proj.bias.normal_()
+    lq, lk, b = 5, 7, 3
+    q, k, v = (torch.randn(n, b, 32, dtype=torch.float64) for n in (lq, lk, lk))
+    blocked = torch.rand(b, lq, lk) > 0.6
+    blocked[..., 0] = False  # no row fully blocked
+    per_head = blocked.repeat_interleave(4, dim=0)  # (B*h, Lq, Lk), nn.MultiheadAttention's layout
+    masks = {None: (None, None), "2d": (blocked[0], blocked[0]), "3d_batch": (blocked, per_head),
+             "4d": (blocked.unsqueeze(1), per_head), "3d_heads": (per_head, per_head)}
+    ours_mask, ref_mask = masks[mask_kind]
+    ours = multi_head_attention(mha, q, k, v, ours_mask)
+    ref = mha(q, k, v, attn_mask=ref_mask, need_weights=False)[0]
+    assert torch.allclose(ours, ref, atol=1e-12)
