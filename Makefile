@@ -32,7 +32,7 @@ $(STAMPS)/torch: $(STAMPS)/venv
 
 $(STAMPS)/deps: $(STAMPS)/torch requirements.txt requirements-test.txt tools/install_detectron2.sh
 	sh tools/install_detectron2.sh $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install -q --disable-pip-version-check --prefer-binary -r requirements.txt -r requirements-test.txt
 	@touch $@
 
 # Editable install; compiles oneformer.ops._C in place (CPU kernels; CUDA ones too where a toolkit and a GPU exist).

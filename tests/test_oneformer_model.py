@@ -149,3 +149,28 @@ def test_training_requires_targets():
     model = build_model(tiny_cfg(is_train=True)).train()
     with pytest.raises(KeyError, match="instances"):
         model([{"image": _image(32, 32)}])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a visible GPU")
+@pytest.mark.parametrize("precision", ["fp32", "autocast"])
+def test_cuda_matches_cpu(precision):
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION = precision
+    cpu = build_model(cfg).eval()
+    cfg.MODEL.DEVICE = "cuda"
+    gpu = build_model(cfg).eval()
+    gpu.load_state_dict(cpu.state_dict())
+    inputs = [{"image": _image(64, 96), "task": "panoptic"}, {"image": _image(72, 64, 1), "task": "instance"}]
+    with torch.no_grad():
+        a = cpu(inputs)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "autocast"):
+            b = gpu(inputs)
+    tol = 1e-3 if precision == "fp32" else 5e-2
+    for x, y in zip(a, b):
+        assert (x["sem_seg"] - y["sem_seg"].float().cpu()).abs().max() < tol
+        if precision == "fp32":
+            agree = (x["panoptic_seg"][0] == y["panoptic_seg"][0].cpu()).float().mean()
+            assert agree > 0.99

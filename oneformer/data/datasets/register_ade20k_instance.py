@@ -14,8 +14,15 @@ __all__ = ["ADE20K_INSTANCE_CATEGORIES", "get_ade20k_instance_metadata", "regist
 ADE20K_INSTANCE_CATEGORIES = [c for c in ADE20K_150_CATEGORIES if c["isthing"]]
 
 _PREDEFINED_SPLITS_ADE20K_INSTANCE = {
-    "ade20k_instance_train": ("ADEChallengeData2016/images/training", "ADEChallengeData2016/ade20k_instance_train.json"),
-    "ade20k_instance_val": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/ade20k_instance_val.json"),
+    # name: (image dir, instances json)
+    "ade20k_instance_train": (
+        "ADEChallengeData2016/images/training",
+        "ADEChallengeData2016/ade20k_instance_train.json",
+    ),
+    "ade20k_instance_val": (
+        "ADEChallengeData2016/images/validation",
+        "ADEChallengeData2016/ade20k_instance_val.json",
+    ),
 }
 
 

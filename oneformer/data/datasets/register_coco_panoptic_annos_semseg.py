@@ -6,7 +6,8 @@ Files (under ``$DETECTRON2_DATASETS/coco``)::
     {train,val}2017/*.jpg
     panoptic_{train,val}2017/*.png                   RGB panoptic PNGs
     annotations/panoptic_{train,val}2017.json
-    panoptic_semseg_{train,val}2017/*.png            0..132, 255 = unlabeled (prepare_coco_semantic_annos_from_panoptic_annos.py)
+    panoptic_semseg_{train,val}2017/*.png            0..132, 255 = unlabeled
+                                                     (prepare_coco_semantic_annos_from_panoptic_annos.py)
     annotations/instances_train2017.json             merged into the train records as `annotations`
     annotations/panoptic2instances_val2017.json      val instances (panoptic2detection_coco_format.py --things-only)
 
@@ -109,7 +110,8 @@ def register_coco_panoptic_annos_sem_seg(name, metadata, image_root, panoptic_ro
 
 
 def register_all_coco_panoptic_annos_sem_seg(root=None, prefix=""):
-    """Register ``{prefix}coco_2017_{train,val}_panoptic_with_sem_seg`` and ``{prefix}coco_2017_val_panoptic2instance``."""
+    """Register ``{prefix}coco_2017_{train,val}_panoptic_with_sem_seg`` and
+    ``{prefix}coco_2017_val_panoptic2instance`` with files under ``root`` (default ``$DETECTRON2_DATASETS``)."""
     root = datasets_root() if root is None else root
     metadata = get_coco_panoptic_metadata()
     names = []
