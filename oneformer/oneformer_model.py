@@ -192,7 +192,7 @@ class OneFormer(nn.Module):
     def encode_tasks(self, batched_inputs: List[Dict]) -> torch.Tensor:
         """(B, HIDDEN_DIM): the task MLP applied to the raw token ids (as floats, no embedding; spec §3)."""
         ids = torch.stack([self.task_token_ids(x.get("task", self.default_task)) for x in batched_inputs])
-        return self.task_mlp(ids.to(self.device).float())
+        return self.task_mlp(ids.to(device=self.device, dtype=self.task_mlp.layers[0].weight.dtype))
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         images = []

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert OneFormer weights between this project's Detectron2 layout and transformers' OneFormerForUniversalSegmentation.
+"""Convert OneFormer weights between our Detectron2 layout and transformers' OneFormerForUniversalSegmentation.
 
 Our layout is the original release's (``backbone.*``, ``sem_seg_head.pixel_decoder.*``, ``sem_seg_head.predictor.*``,
 ``task_mlp.*``, ``text_encoder.*`` / ``text_projector.*`` / ``prompt_ctx.*`` with MODEL.IS_TRAIN, ``criterion.*``);
@@ -7,7 +7,8 @@ the other side is the ``state_dict()`` of ``transformers.OneFormerForUniversalSe
 ``criterion.*``).
 
     # ours -> HF: writes save_pretrained output (config.json + model.safetensors)
-    python tools/convert_hf_oneformer.py --to-hf --config-file CFG.yaml --input ours.pth --output hf_dir/ [KEY VALUE ...]
+    python tools/convert_hf_oneformer.py --to-hf --config-file CFG.yaml --input ours.pth --output hf_dir/ \
+        [KEY VALUE ...]
     # HF -> ours: writes {"model": state_dict} (tensors only, loadable with torch.load(weights_only=True))
     python tools/convert_hf_oneformer.py --from-hf --input hf_dir/ [--config-file CFG.yaml] --output ours.pth \
         [--output-config ours.yaml] [KEY VALUE ...]
@@ -36,10 +37,10 @@ Tensor mapping (every input key is consumed, or listed as ignored with a reason;
   ``embeddings.patch_embeddings.projection.{0,1}``, ``attn.qkv`` split into ``attention.self.{query,key,value}``,
   ``attn.rpb`` <-> ``attention.self.rpb``, ``attn.proj`` <-> ``attention.output.dense``, ``mlp.fc1/fc2`` <->
   ``intermediate.dense`` / ``output.dense``, ``norm1/norm2`` <-> ``layernorm_before/after``.
-* Pixel decoder: ``input_proj`` <-> ``input_projections``, ``transformer.level_embed`` <-> ``level_embed``, encoder layer
-  ``norm1/linear1/linear2/norm2`` <-> ``self_attn_layer_norm/fc1/fc2/final_layer_norm`` (deformable attention names are
-  equal), ``mask_features`` <-> ``mask_projection``, ``adapter_i.{weight,norm}`` / ``layer_i.{weight,norm}`` <->
-  ``adapter_i.{0,1}`` / ``layer_i.{0,1}``.
+* Pixel decoder: ``input_proj`` <-> ``input_projections``, ``transformer.level_embed`` <-> ``level_embed``, encoder
+  layer ``norm1/linear1/linear2/norm2`` <-> ``self_attn_layer_norm/fc1/fc2/final_layer_norm`` (the deformable
+  attention names are equal), ``mask_features`` <-> ``mask_projection``, ``adapter_i.{weight,norm}`` /
+  ``layer_i.{weight,norm}`` <-> ``adapter_i.{0,1}`` / ``layer_i.{0,1}``.
 * Transformer decoder: ``class_transformer`` <-> ``decoder.query_transformer`` (same packed nn.MultiheadAttention
   names); the masked-attention layers' self-attention ``in_proj_weight/bias`` (packed) is split into HF's
   ``self_attn.self_attn.{q,k,v}_proj`` and merged back, cross-attention stays packed; ``query_embed`` <->
@@ -302,7 +303,8 @@ def _backbone_rules(a: _Arch) -> List[_Rule]:
                 _copy_wb(r, ob + "mlp.fc1", hb + "mlp.fc1")
                 _copy_wb(r, ob + "mlp.fc2", hb + "mlp.fc2")
             if i < n - 1:
-                _copy(r, f"{o}layers.{i}.downsample.reduction.weight", f"{s}encoder.layers.{i}.downsample.reduction.weight")
+                _copy(r, f"{o}layers.{i}.downsample.reduction.weight",
+                      f"{s}encoder.layers.{i}.downsample.reduction.weight")
                 _copy_wb(r, f"{o}layers.{i}.downsample.norm", f"{s}encoder.layers.{i}.downsample.norm")
         r.append(_Rule("hf_unused_ln", (), (s + "layernorm.weight", s + "layernorm.bias"), size=a.stage_dims[-1],
                        note="SwinModel's final LayerNorm is not used by SwinBackbone (only hidden_states_norms are)"))
@@ -337,7 +339,8 @@ def _backbone_rules(a: _Arch) -> List[_Rule]:
                 _copy_wb(r, ob + "mlp.fc1", hb + "intermediate.dense")
                 _copy_wb(r, ob + "mlp.fc2", hb + "output.dense")
             if i < n - 1:
-                _copy(r, f"{o}levels.{i}.downsample.reduction.weight", f"{h}encoder.levels.{i}.downsample.reduction.weight")
+                _copy(r, f"{o}levels.{i}.downsample.reduction.weight",
+                      f"{h}encoder.levels.{i}.downsample.reduction.weight")
                 _copy_wb(r, f"{o}levels.{i}.downsample.norm", f"{h}encoder.levels.{i}.downsample.norm")
     for i in range(n):
         _copy_wb(r, f"{o}norm{i}", f"{h}hidden_states_norms.stage{i + 1}")

@@ -15,7 +15,6 @@ conversion issues):
 """
 import importlib.util
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ import torch
 transformers = pytest.importorskip("transformers", minversion="5.24")
 
 import oneformer  # noqa: E402,F401  (registers the components)
-from detectron2.modeling import META_ARCH_REGISTRY, build_model  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 from transformers import (  # noqa: E402
     ConvNextConfig,
     OneFormerConfig,
@@ -186,11 +185,6 @@ def test_parity_convnext():
     _assert_parity(config, hf_model)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ours feeds the (un-normalized) task token to class_transformer when MODEL.ONE_FORMER.USE_TASK_NORM is False; "
-    "transformers (modelled on the original decoder: `tasks if self.use_task_norm else None`) feeds zero queries. "
-    "Fix: oneformer/modeling/transformer_decoder/oneformer_transformer_decoder.py:247-248, pass "
-    "`tasks if self.use_task_norm else None` as the task_token argument"))
 def test_parity_without_task_norm():
     config, hf_model = _tiny_hf(seed=20, use_task_norm=False)
     _assert_parity(config, hf_model)

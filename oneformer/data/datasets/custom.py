@@ -16,7 +16,8 @@ model and the evaluators read::
     )
 
 Then use ``DATASETS.TRAIN: ("my_panoptic_train",)`` and ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` = number of categories,
-and check the files first with ``python tools/validate_dataset.py my_panoptic_train``.
+and check the files first with ``python tools/validate_dataset.py my_panoptic_train --import <module making
+this call>``.
 
 Contiguous ids (what the model predicts) follow the order of ``categories``: the i-th category gets contiguous id i.
 ``stuff_classes`` lists ALL category names in that order (things included, so semantic evaluation covers every

@@ -244,8 +244,11 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         # src/pos order as in the original: memory (= value) is the positional encoding, the projected mask
         # features are added to the keys only.
         feats = self.pe_layer(mask_features, None)
+        # without the task norm the original starts the class transformer from zero queries (the task token then
+        # only enters as the last query)
         out_t, _ = self.class_transformer(feats, None, self.query_embed.weight[:-1],
-                                          self.class_input_proj(mask_features), tasks)
+                                          self.class_input_proj(mask_features),
+                                          tasks if self.use_task_norm else None)
         out_t = out_t[0].permute(1, 0, 2)  # (N-1, B, C)
         out = torch.cat([out_t, tasks], dim=0)  # (N, B, C); the task token is the last query
         output = out.clone()
