@@ -2,9 +2,10 @@
 
 ``import oneformer`` registers every component (meta-architecture "OneFormer", head "OneFormerHead", pixel decoder
 "MSDeformAttnPixelDecoder", transformer decoder "ContrastiveMultiScaleMaskedTransformerDecoder", backbones
-"D2SwinTransformer", "D2ConvNeXt", "D2DiNAT") in Detectron2's registries and re-exports the config adders.
+"D2SwinTransformer", "D2ConvNeXt", "D2DiNAT") in Detectron2's registries, registers the task-aware dataset mappers
+and the original datasets with their metadata, and re-exports the config adders.
 """
-from . import modeling, ops  # noqa: F401  (registration)
+from . import data, modeling, ops  # noqa: F401  (registration)
 from .config import (  # noqa: F401
     add_common_config,
     add_convnext_config,

@@ -179,7 +179,8 @@ def add_convnext_config(cfg):
 
 
 def add_oneformer_config_all(cfg):
-    """Apply Detectron2's DeepLab adder and all five OneFormer adders in the original order; returns ``cfg``."""
+    """Apply Detectron2's DeepLab adder, the five OneFormer adders in the original order and the training keys of
+    ``oneformer.engine.config``; returns ``cfg``."""
     from detectron2.projects.deeplab import add_deeplab_config
 
     add_deeplab_config(cfg)
@@ -188,4 +189,8 @@ def add_oneformer_config_all(cfg):
     add_dinat_config(cfg)
     add_convnext_config(cfg)
     add_oneformer_config(cfg)
+    # train_net's keys (W&B switch, AMP dtype, clip types, extra hooks), so configs dumped by training load anywhere
+    from .engine.config import add_oneformer_engine_config
+
+    add_oneformer_engine_config(cfg)
     return cfg

@@ -1,0 +1,137 @@
+"""Evaluator selection by the dataset's ``evaluator_type`` (spec §8 "Evaluator selection").
+
+=============================  =====================================================================================
+evaluator_type                 evaluators (each only when the model produces that output: MODEL.TEST.*_ON)
+=============================  =====================================================================================
+sem_seg                        SemSegEvaluator
+coco                           COCOEvaluator(tasks=("segm",)) (predicted boxes are zeros) [+ DetectionCOCOEvaluator]
+ade20k_panoptic_seg            SemSegEvaluator + COCOPanopticEvaluator + InstanceSegEvaluator (150-space thing ids)
+coco_panoptic_seg              COCOPanopticEvaluator + COCOEvaluator("segm", metadata json_file = panoptic2instances
+                               json) + SemSegEvaluator [+ DetectionCOCOEvaluator]
+mapillary_vistas_panoptic_seg  COCOPanopticEvaluator + SemSegEvaluator
+cityscapes_panoptic_seg        COCOPanopticEvaluator + CityscapesSemSegEvaluator + CityscapesInstanceEvaluator
+cityscapes_instance            CityscapesInstanceEvaluator
+cityscapes_sem_seg             CityscapesSemSegEvaluator
+=============================  =====================================================================================
+
+Semantic evaluators need SEMANTIC_ON, panoptic PANOPTIC_ON, instance INSTANCE_ON, detection DETECTION_ON (without
+the output an evaluator would fail on the first image). ``tasks`` restricts the selection further (the semantic TTA
+run uses ``tasks=("semantic",)``). The Cityscapes evaluators need cityscapesscripts and a single machine.
+"""
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+
+from .cityscapes_evaluation import CityscapesInstanceEvaluator
+from .detection_evaluation import DetectionCOCOEvaluator
+from .instance_evaluation import InstanceSegEvaluator
+
+__all__ = ["build_oneformer_evaluator", "EVALUATOR_TASKS", "EVALUATOR_TYPES"]
+
+EVALUATOR_TASKS = ("semantic", "instance", "panoptic", "detection")
+EVALUATOR_TYPES = (
+    "sem_seg",
+    "coco",
+    "ade20k_panoptic_seg",
+    "coco_panoptic_seg",
+    "mapillary_vistas_panoptic_seg",
+    "cityscapes_panoptic_seg",
+    "cityscapes_instance",
+    "cityscapes_sem_seg",
+)
+
+
+def _cityscapes_class_names(cfg, meta):
+    # predictions index the model's label space: the 19 train ids (stuff_classes) for a panoptic-trained model
+    stuff = meta.get("stuff_classes", None)
+    if stuff is not None and cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == len(stuff):
+        return stuff
+    return meta.get("thing_classes", stuff)
+
+
+def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None):
+    """The evaluator(s) for ``dataset_name`` (a ``DatasetEvaluators`` when several apply).
+
+    Args:
+        cfg: config (MODEL.TEST.*_ON, MODEL.SEM_SEG_HEAD.NUM_CLASSES, OUTPUT_DIR).
+        dataset_name: a registered dataset with ``evaluator_type`` metadata.
+        output_folder: where evaluators dump predictions; default ``OUTPUT_DIR/inference``.
+        tasks: subset of ("semantic", "instance", "panoptic", "detection") to evaluate; default all.
+
+    Raises NotImplementedError for an unknown evaluator_type and ValueError when nothing is left to evaluate.
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    etype = meta.get("evaluator_type", None)
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    wanted = set(EVALUATOR_TASKS if tasks is None else tasks)
+    unknown = wanted - set(EVALUATOR_TASKS)
+    if unknown:
+        raise ValueError(f"unknown evaluation tasks {sorted(unknown)}; expected a subset of {EVALUATOR_TASKS}")
+    test = cfg.MODEL.TEST
+    enabled = {
+        "semantic": test.SEMANTIC_ON,
+        "instance": test.INSTANCE_ON,
+        "panoptic": test.PANOPTIC_ON,
+        "detection": test.DETECTION_ON,
+    }
+    evaluators = []
+
+    def add(task, factory):
+        if task in wanted and enabled[task]:
+            evaluators.append(factory())
+
+    semseg = lambda: SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)  # noqa: E731
+    panoptic = lambda: COCOPanopticEvaluator(dataset_name, output_folder)  # noqa: E731
+    coco_segm = lambda: COCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_folder)  # noqa: E731
+    coco_bbox = lambda: DetectionCOCOEvaluator(  # noqa: E731
+        dataset_name, output_dir=os.path.join(output_folder, "detection")
+    )
+    cs_semseg = lambda: CityscapesSemSegEvaluator(dataset_name)  # noqa: E731
+    cs_instance = lambda: CityscapesInstanceEvaluator(  # noqa: E731
+        dataset_name, class_names=_cityscapes_class_names(cfg, meta)
+    )
+
+    if etype == "sem_seg":
+        add("semantic", semseg)
+    elif etype == "coco":
+        add("instance", coco_segm)
+        add("detection", coco_bbox)
+    elif etype == "ade20k_panoptic_seg":
+        add("semantic", semseg)
+        add("panoptic", panoptic)
+        add("instance", lambda: InstanceSegEvaluator(dataset_name, output_dir=output_folder))
+    elif etype == "coco_panoptic_seg":
+        add("panoptic", panoptic)
+        add("instance", coco_segm)
+        add("semantic", semseg)
+        add("detection", coco_bbox)
+    elif etype == "mapillary_vistas_panoptic_seg":
+        add("panoptic", panoptic)
+        add("semantic", semseg)
+    elif etype == "cityscapes_panoptic_seg":
+        add("panoptic", panoptic)
+        add("semantic", cs_semseg)
+        add("instance", cs_instance)
+    elif etype == "cityscapes_instance":
+        add("instance", cs_instance)
+    elif etype == "cityscapes_sem_seg":
+        add("semantic", cs_semseg)
+    else:
+        raise NotImplementedError(
+            f"no evaluator for dataset {dataset_name!r} with evaluator_type {etype!r}; known types: {EVALUATOR_TYPES}"
+        )
+    if not evaluators:
+        raise ValueError(
+            f"nothing to evaluate on {dataset_name!r} (evaluator_type {etype!r}) with tasks {sorted(wanted)} and "
+            f"MODEL.TEST SEMANTIC_ON={test.SEMANTIC_ON} INSTANCE_ON={test.INSTANCE_ON} "
+            f"PANOPTIC_ON={test.PANOPTIC_ON} DETECTION_ON={test.DETECTION_ON}"
+        )
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

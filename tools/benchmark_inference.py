@@ -1,0 +1,308 @@
+#!/usr/bin/env python
+"""Per-image inference latency and peak memory of OneFormer, beside transformers' OneFormer with the same weights.
+
+For one config, image size and task (batch 1): builds our model (weights from MODEL.WEIGHTS, else a seeded random
+initialization), converts the same weights to transformers' ``OneFormerForUniversalSegmentation`` with
+tools/convert_hf_oneformer.py, and runs each in its own process (so peak memory is per model):
+- ours: ``model([{"image", "task"}])`` end to end, post-processing included (only the task's output is computed);
+- transformers: the model on the same normalized, padded tensor and task token ids, plus its image processor's
+  ``post_process_<task>_segmentation`` with the same thresholds.
+Prints median latency after warm-up runs, peak memory, the ratio, a per-stage breakdown of ours (backbone, pixel
+decoder, transformer decoder, post-processing) and, for the panoptic task, how many pixels the two panoptic
+segmentations agree on.
+
+Random weights give near-uniform class probabilities, so no query passes the thresholds and post-processing has
+nothing to do. ``--confident S`` multiplies the class head and the last mask-embedding layer of both models by S, so
+that, like a trained model, some queries are confident and mask probabilities saturate (default 8 with random
+weights, 1 with real weights).
+
+    python tools/benchmark_inference.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
+        --size 512 --task panoptic --threads 2
+"""
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def setup_cfg(args):
+    from detectron2.config import get_cfg
+
+    from oneformer import add_oneformer_config_all
+
+    cfg = add_oneformer_config_all(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = args.device
+    # the YAML's MODEL.WEIGHTS names backbone pretraining weights; a full checkpoint comes from --weights
+    cfg.MODEL.WEIGHTS = args.weights or ""
+    cfg.MODEL.IS_TRAIN = False
+    cfg.MODEL.TEST.SEMANTIC_ON = args.task == "semantic"
+    cfg.MODEL.TEST.INSTANCE_ON = args.task == "instance"
+    cfg.MODEL.TEST.PANOPTIC_ON = args.task == "panoptic"
+    cfg.freeze()
+    return cfg
+
+
+def build_ours(args, cfg):
+    import oneformer  # noqa: F401
+    from detectron2.modeling import build_model
+
+    from oneformer.utils.checkpoint import OneFormerCheckpointer
+
+    torch.manual_seed(args.seed)
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        OneFormerCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    elif args.confident != 1.0:
+        with torch.no_grad():
+            pred = model.sem_seg_head.predictor
+            pred.class_embed.weight.mul_(args.confident)
+            pred.class_embed.bias.mul_(args.confident)
+            pred.mask_embed.layers[-1].weight.mul_(args.confident)
+            pred.mask_embed.layers[-1].bias.mul_(args.confident)
+    return model
+
+
+def make_input(size, seed):
+    """A smooth synthetic RGB image (uint8, 3×H×W): random colour blobs, so features are not pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, 8, 8, generator=g) * 255
+    img = torch.nn.functional.interpolate(small, size=(size, size), mode="bicubic", align_corners=False)
+    return img[0].clamp(0, 255).to(torch.uint8)
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_mb(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _median_time(fn, device, warmup, runs):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _autocast(args):
+    if args.precision == "bf16":
+        return torch.autocast(args.device, dtype=torch.bfloat16)
+    return torch.autocast(args.device, enabled=False)
+
+
+def worker_ours(args, weights_path, queue):
+    torch.set_num_threads(args.threads)
+    cfg = setup_cfg(args)
+    model = build_ours(args, cfg)
+    model.load_state_dict(torch.load(weights_path, weights_only=True))
+    image = make_input(args.size, args.seed)
+    inputs = [{"image": image, "task": args.task, "height": args.size, "width": args.size}]
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def run():
+        with torch.no_grad(), _autocast(args):
+            return model(inputs)
+
+    latency = _median_time(run, args.device, args.warmup, args.runs)
+    out = run()[0]
+
+    # per-stage breakdown: the same steps as OneFormer.forward, timed one by one
+    stages = {"backbone": [], "pixel decoder": [], "transformer decoder": [], "post-processing": []}
+    head = model.sem_seg_head
+    for _ in range(max(3, args.runs // 2)):
+        with torch.no_grad(), _autocast(args):
+            _sync(args.device)
+            t0 = time.perf_counter()
+            images = model.preprocess_image(inputs)
+            tasks = model.encode_tasks(inputs)
+            features = model.backbone(images.tensor)
+            _sync(args.device)
+            t1 = time.perf_counter()
+            mask_features, _, multi_scale, _, _ = head.pixel_decoder.forward_features(features)
+            _sync(args.device)
+            t2 = time.perf_counter()
+            outputs = head.predictor(multi_scale, mask_features, tasks)
+            _sync(args.device)
+            t3 = time.perf_counter()
+            model.inference(inputs, images, outputs)
+            _sync(args.device)
+            t4 = time.perf_counter()
+        for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            stages[k].append(dt)
+    result = {"latency": latency, "peak_mb": _peak_memory_mb(args.device),
+              "stages": {k: statistics.median(v) for k, v in stages.items()}}
+    if args.task == "panoptic":
+        ids, segments = out["panoptic_seg"]
+        result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
+    queue.put(result)
+
+
+def worker_hf(args, hf_dir, pixel_values, task_ids, thresholds, queue):
+    torch.set_num_threads(args.threads)
+    from transformers import OneFormerForUniversalSegmentation, OneFormerImageProcessor
+
+    model = OneFormerForUniversalSegmentation.from_pretrained(hf_dir).eval().to(args.device)
+    processor = OneFormerImageProcessor()
+    pixel_values = pixel_values.to(args.device)
+    task_ids = task_ids.to(args.device)
+    target = [(args.size, args.size)]
+    object_threshold, overlap, stuff_ids = thresholds
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def run():
+        with torch.no_grad(), _autocast(args):
+            out = model(pixel_values=pixel_values, task_inputs=task_ids)
+            if args.task == "panoptic":
+                return processor.post_process_panoptic_segmentation(
+                    out, threshold=object_threshold, overlap_mask_area_threshold=overlap,
+                    label_ids_to_fuse=stuff_ids, target_sizes=target)[0]
+            if args.task == "instance":
+                return processor.post_process_instance_segmentation(
+                    out, threshold=object_threshold, overlap_mask_area_threshold=overlap, target_sizes=target)[0]
+            return processor.post_process_semantic_segmentation(out, target_sizes=target)[0]
+
+    latency = _median_time(run, args.device, args.warmup, args.runs)
+    result = {"latency": latency, "peak_mb": _peak_memory_mb(args.device)}
+    if args.task == "panoptic":
+        r = run()
+        result["panoptic"] = (r["segmentation"].cpu(), {s["id"]: s["label_id"] for s in r["segments_info"]})
+    queue.put(result)
+
+
+def _in_process(target, *args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=args + (queue,))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"{target.__name__} failed with exit code {proc.exitcode}")
+    return result
+
+
+def panoptic_agreement(a, b):
+    """Fraction of pixels on which two panoptic segmentations agree: same category (void counts as one), and the
+    segment of each pixel maps to the segment of the other that overlaps it most."""
+    (ids_a, cat_a), (ids_b, cat_b) = a, b
+    ids_a, ids_b = ids_a.long().flatten(), ids_b.long().flatten()
+    ids_b = ids_b.clamp(min=0)  # transformers marks "no segment at all" with -1
+    def cats(ids, table):
+        lut = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
+        for k, v in table.items():
+            lut[k] = v
+        return lut[ids]
+    ca, cb = cats(ids_a, cat_a), cats(ids_b, cat_b)
+    same_cat = ca == cb
+    pair = ids_a * (int(ids_b.max()) + 1) + ids_b
+    counts = torch.bincount(pair)
+    best = {}
+    for p in counts.nonzero().flatten().tolist():
+        sa, sb = divmod(p, int(ids_b.max()) + 1)
+        if sa not in best or counts[p] > counts[best[sa][0] * (int(ids_b.max()) + 1) + best[sa][1]]:
+            best[sa] = (sa, sb)
+    mapped = torch.tensor([best.get(s, (s, -1))[1] for s in range(int(ids_a.max()) + 1)])[ids_a]
+    return same_cat.float().mean().item(), (same_cat & (mapped == ids_b)).float().mean().item()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default=os.path.join(REPO, "configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml"))
+    parser.add_argument("--size", type=int, default=512, help="square image side")
+    parser.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "instance"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="bf16: both models under torch.autocast (an extra figure; fp32 is the default)")
+    parser.add_argument("--confident", type=float, default=None,
+                        help="scale of class head and mask embedding (default 8 for random weights, 1 otherwise)")
+    parser.add_argument("--weights", default="", help="a OneFormer checkpoint (path or URL); default: random weights")
+    parser.add_argument("--no-hf", action="store_true", help="time ours only")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    cfg = setup_cfg(args)
+    if args.confident is None:
+        args.confident = 1.0 if cfg.MODEL.WEIGHTS else 8.0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is visible")
+
+    import oneformer  # noqa: F401
+    from detectron2.data import MetadataCatalog
+
+    model = build_ours(args, cfg)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    image = make_input(args.size, args.seed)
+    with torch.no_grad():
+        pixel_values = model.preprocess_image([{"image": image.to(model.device)}]).tensor.cpu()
+    task_ids = model.task_token_ids(args.task)[None]
+    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    thing_ids = set(getattr(meta, "thing_dataset_id_to_contiguous_id", {}).values())
+    stuff_ids = set(range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)) - thing_ids
+    thresholds = (cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids)
+    params = sum(v.numel() for v in model.parameters())
+    del model
+
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} threads"
+    print(f"# {os.path.relpath(args.config_file, REPO)} | {args.size}x{args.size}, batch 1, task {args.task}, "
+          f"{args.precision} | {device_name} | torch {torch.__version__} | {params / 1e6:.1f}M params | "
+          f"weights: {cfg.MODEL.WEIGHTS or f'random (seed {args.seed}), confident x{args.confident:g}'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "ours.pth")
+        torch.save(state, weights)
+        ours = _in_process(worker_ours, args, weights)
+        hf = None
+        if not args.no_hf:
+            sys.path.insert(0, os.path.join(REPO, "tools"))
+            from convert_hf_oneformer import ours_to_hf
+            from transformers import OneFormerForUniversalSegmentation
+
+            hf_config, hf_state = ours_to_hf(state, cfg)
+            hf_model = OneFormerForUniversalSegmentation(hf_config)
+            hf_model.load_state_dict(hf_state, strict=True)
+            hf_dir = os.path.join(tmp, "hf")
+            hf_model.save_pretrained(hf_dir)
+            del hf_model, hf_state
+            hf = _in_process(worker_hf, args, hf_dir, pixel_values, task_ids, thresholds)
+
+    print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}")
+    print(f"{'ours':28s}{ours['latency'] * 1e3:>15.0f} ms{ours['peak_mb']:>11.0f} MB")
+    if hf is not None:
+        print(f"{'transformers + post-process':28s}{hf['latency'] * 1e3:>15.0f} ms{hf['peak_mb']:>11.0f} MB")
+        print(f"speed-up (transformers / ours): {hf['latency'] / ours['latency']:.2f}x")
+    print("ours per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in ours["stages"].items()))
+    if hf is not None and args.task == "panoptic":
+        cat, seg = panoptic_agreement(ours["panoptic"], hf["panoptic"])
+        print(f"panoptic agreement: {cat * 100:.3f}% of pixels same category, {seg * 100:.3f}% same segment; "
+              f"segments: ours {len(ours['panoptic'][1])}, transformers {len(hf['panoptic'][1])}")
+    return ours, hf
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Train or evaluate OneFormer with Detectron2.
+
+    python train_net.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml --num-gpus 8
+    python train_net.py --config-file ... --num-gpus 8 --resume                  # continue from OUTPUT_DIR
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model.pth MODEL.TEST.TASK semantic
+    python train_net.py --config-file ... --num-gpus 2 MODEL.DEVICE cpu         # 2 CPU processes (gloo)
+
+Arguments are Detectron2's ``default_argument_parser`` (--config-file, --num-gpus, --num-machines, --machine-rank,
+--dist-url, --resume, --eval-only) followed by ``KEY VALUE`` config overrides.
+
+Evaluation (periodic and --eval-only) runs on the datasets of MODEL.TEST.TASK: DATASETS.TEST_PANOPTIC,
+TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when the chosen list is empty), with the
+matching task token. With TEST.AUG.ENABLED, --eval-only also evaluates multi-scale + flip semantic segmentation on
+DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging: console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard
+events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
+"""
+import contextlib
+import importlib
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import detectron2.engine.defaults as d2_defaults
+import torch
+import yaml
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, default_writers, hooks, launch
+from detectron2.evaluation import print_csv_format, verify_results
+from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import oneformer  # noqa: F401  (registers the model components)
+import oneformer.data.datasets  # noqa: F401  (registers the datasets)
+from oneformer import add_oneformer_config_all
+from oneformer.data.dataset_mappers import build_dataset_mapper
+from oneformer.engine import (
+    AMP_PRECISIONS,
+    SemanticSegmentorWithTTA,
+    WandbWriter,
+    add_oneformer_engine_config,
+    build_optimizer,
+    require_wandb,
+)
+from oneformer.evaluation import build_oneformer_evaluator
+from oneformer.utils.checkpoint import OneFormerCheckpointer
+
+logger = logging.getLogger("oneformer.train_net")
+
+TASK_DATASET_KEYS = {"panoptic": "TEST_PANOPTIC", "instance": "TEST_INSTANCE", "semantic": "TEST_SEMANTIC"}
+
+
+def eval_dataset_names(cfg, task=None):
+    """Datasets evaluated for ``task`` (default MODEL.TEST.TASK; unknown -> panoptic); DATASETS.TEST if empty."""
+    task = str(cfg.MODEL.TEST.TASK if task is None else task).strip().lower()
+    if task.startswith("the task is "):
+        task = task[len("the task is "):].strip()
+    key = TASK_DATASET_KEYS.get(task, "TEST_PANOPTIC")
+    names = tuple(n for n in cfg.DATASETS.get(key, ()) if n)
+    return names or tuple(n for n in cfg.DATASETS.TEST if n)
+
+
+def _with(cfg, **updates):
+    """A frozen copy of ``cfg`` with dotted keys replaced, e.g. ``_with(cfg, **{"DATASETS.TEST": ("a",)})``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key, value in updates.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    cfg.freeze()
+    return cfg
+
+
+@contextlib.contextmanager
+def _cpu_ddp_without_device_ids():
+    """DefaultTrainer wraps the model with ``create_ddp_model``, which always passes ``device_ids=[local_rank]``;
+    PyTorch refuses ``device_ids`` for a CPU module, so multi-process CPU training would fail. While the trainer is
+    built, CPU models are wrapped with ``device_ids=None`` instead (GPU models are untouched)."""
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if all(p.device.type == "cpu" for p in model.parameters()):
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
+def load_extra_hooks(trainer, specs):
+    """Hooks from EXTRA_HOOKS entries "package.module:factory"; ``factory(trainer)`` -> hook, list of hooks or None."""
+    made = []
+    for spec in specs:
+        module_name, sep, attr = str(spec).partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(f"EXTRA_HOOKS entry {spec!r} is not 'package.module:factory'")
+        factory = getattr(importlib.import_module(module_name), attr)
+        result = factory(trainer)
+        if result is not None:
+            made.extend(result if isinstance(result, (list, tuple)) else [result])
+    return made
+
+
+class Trainer(DefaultTrainer):
+    """Detectron2's DefaultTrainer with OneFormer's data, optimizer, schedule, evaluators, checkpointer and writers
+    (subclassed because these build_* methods are DefaultTrainer's extension points)."""
+
+    def __init__(self, cfg):
+        with _cpu_ddp_without_device_ids():
+            super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            precision = cfg.SOLVER.AMP.PRECISION
+            if precision not in AMP_PRECISIONS:
+                raise ValueError(f"SOLVER.AMP.PRECISION must be one of {AMP_PRECISIONS}, got {precision!r}")
+            self._trainer.precision = getattr(torch, precision)
+            if precision == "bfloat16":  # bfloat16 has float32's range: no loss scaling
+                self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+    # ------------------------------------------------------------------------------------------------ data
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = build_dataset_mapper(cfg, is_train=False, name="oneformer_test")
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    # ------------------------------------------------------------------------------------------------ solver
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return deeplab_build_lr_scheduler(cfg, optimizer)
+
+    # ------------------------------------------------------------------------------------------------ hooks, logging
+    def build_hooks(self):
+        # before DefaultTrainer's hooks capture it: same checkpoints, plus the explained load report
+        self.checkpointer = OneFormerCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
+                                                  trainer=weakref.proxy(self))
+        ret = super().build_hooks()
+        extra = load_extra_hooks(self, self.cfg.EXTRA_HOOKS)
+        writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
+        return ret[:writer_at] + extra + ret[writer_at:]
+
+    def build_writers(self):
+        writers = default_writers(self.cfg.OUTPUT_DIR, self.max_iter)  # console, metrics.json, TensorBoard
+        if self.cfg.WANDB.ENABLED:
+            writers.append(WandbWriter(project=self.cfg.WANDB.PROJECT, name=self.cfg.WANDB.NAME,
+                                       config=yaml.safe_load(self.cfg.dump())))
+        return writers
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None, tasks=None):
+        return build_oneformer_evaluator(cfg, dataset_name, output_folder=output_folder, tasks=tasks)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate on the datasets of MODEL.TEST.TASK (see ``eval_dataset_names``)."""
+        names = eval_dataset_names(cfg)
+        if not names:
+            logger.warning("No evaluation dataset: set DATASETS.TEST_PANOPTIC/TEST_INSTANCE/TEST_SEMANTIC or "
+                           "DATASETS.TEST")
+        return super().test(_with(cfg, **{"DATASETS.TEST": names}), model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Multi-scale + flip semantic segmentation on the semantic datasets, with the semantic task token."""
+        names = eval_dataset_names(cfg, "semantic")
+        cfg = _with(cfg, **{"DATASETS.TEST": names, "MODEL.TEST.TASK": "semantic"})
+        logger.info("Running semantic inference with test-time augmentation on %s ...", names)
+        folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+        evaluators = [cls.build_evaluator(cfg, n, output_folder=folder, tasks=("semantic",)) for n in names]
+        res = super().test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
+        res = OrderedDict((f"{k}_TTA", v) for k, v in res.items())
+        if comm.is_main_process() and len(names) == 1:
+            logger.info("Evaluation results with test-time augmentation:")
+            print_csv_format(res)
+        return res
+
+
+def setup(args):
+    """Config from the adders, --config-file and the KEY VALUE overrides; logging, seeding, config backup."""
+    cfg = get_cfg()
+    add_oneformer_config_all(cfg)
+    add_oneformer_engine_config(cfg)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.WANDB.ENABLED and not args.eval_only:
+        require_wandb()  # fail now with the fix, not after the model is built
+        if not cfg.WANDB.NAME:
+            cfg.WANDB.NAME = os.path.splitext(os.path.basename(args.config_file))[0] or "oneformer"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="oneformer")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        logger.info("Model parameters: %.2fM", sum(p.numel() for p in model.parameters()) / 1e6)
+        OneFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
