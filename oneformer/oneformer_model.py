@@ -289,6 +289,8 @@ class OneFormer(nn.Module):
                     return masks.new_zeros((0,) + ((height, width) if before else tuple(padded_size)))
                 masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
                 if before:
+                    if tuple(image_size) == tuple(padded_size) == (height, width):
+                        return masks  # the crop and the same-size resize would return it unchanged
                     masks = retry_if_cuda_oom(sem_seg_postprocess)(masks, image_size, height, width)
                 return masks
 

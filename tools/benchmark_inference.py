@@ -242,14 +242,14 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="bf16: both models under torch.autocast (an extra figure; fp32 is the default)")
     parser.add_argument("--confident", type=float, default=None,
-                        help="scale of class head and mask embedding (default 8 for random weights, 1 otherwise)")
+                        help="scale of class head and mask embedding (default 16 for random weights, 1 otherwise)")
     parser.add_argument("--weights", default="", help="a OneFormer checkpoint (path or URL); default: random weights")
     parser.add_argument("--no-hf", action="store_true", help="time ours only")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = setup_cfg(args)
     if args.confident is None:
-        args.confident = 1.0 if cfg.MODEL.WEIGHTS else 8.0
+        args.confident = 1.0 if cfg.MODEL.WEIGHTS else 16.0
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no GPU is visible")
 

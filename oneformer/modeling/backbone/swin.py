@@ -111,9 +111,16 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x, mask=None):
-        B_, N, C = x.shape
+        """x (num_windows * B, N, C) -> (num_windows * B, N, C)."""
+        return self.proj_drop(self.proj(self.attend(self.qkv(x), mask)))
+
+    def attend(self, qkv, mask=None):
+        """Attention on already projected windows: qkv (num_windows * B, N, 3C) -> (num_windows * B, N, C), before
+        the output projection."""
+        B_, N, C3 = qkv.shape
+        C = C3 // 3
         h = self.num_heads
-        qkv = self.qkv(x).reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
 
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
@@ -133,8 +140,7 @@ class WindowAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale,
         )
-        out = out.transpose(1, 2).reshape(B_, N, C)
-        return self.proj_drop(self.proj(out))
+        return out.transpose(1, 2).reshape(B_, N, C)
 
     def extra_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
@@ -180,26 +186,33 @@ class SwinTransformerBlock(nn.Module):
         ws = self.window_size
 
         shortcut = x
-        x = self.norm1(x).view(B, H, W, C)
-        # pad right/bottom to a multiple of the window size (after the norm, so padded tokens are exact zeros)
+        # The qkv projection runs before padding and the output projection after cropping: padded tokens are zeros
+        # after the norm, so their q/k/v are just the qkv bias, and their outputs are discarded anyway. Same result
+        # as projecting the padded windows, without the work on padding.
+        qkv = self.attn.qkv(self.norm1(x)).view(B, H, W, 3 * C)
         pad_r = (ws - W % ws) % ws
         pad_b = (ws - H % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         Hp, Wp = H + pad_b, W + pad_r
+        if pad_r or pad_b:
+            padded = qkv.new_zeros(B, Hp, Wp, 3 * C)
+            if self.attn.qkv.bias is not None:
+                padded += self.attn.qkv.bias
+            padded[:, :H, :W] = qkv
+            qkv = padded
 
         if self.shift_size > 0:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            qkv = torch.roll(qkv, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
             mask = attn_mask
         else:
             mask = None
 
-        windows = window_partition(x, ws).reshape(-1, ws * ws, C)
-        windows = self.attn(windows, mask=mask)
+        windows = window_partition(qkv, ws).reshape(-1, ws * ws, 3 * C)
+        windows = self.attn.attend(windows, mask=mask)
         x = window_reverse(windows.reshape(-1, ws, ws, C), ws, Hp, Wp)
 
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = x[:, :H, :W, :].reshape(B, H * W, C)
+        x = self.attn.proj_drop(self.attn.proj(x[:, :H, :W, :].reshape(B, H * W, C)))
 
         x = shortcut + self.drop_path(x)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
