@@ -131,8 +131,8 @@ def _check_tensor(name: str, t, dim: int) -> None:
         raise ValueError(f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
 
 
-def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> List[List[int]]:
-    """Validate shapes, dtypes and devices; return spatial_shapes as a list of [H, W]."""
+def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> None:
+    """Validate ranks, shapes, dtypes and devices (tensor metadata only; nothing is read from the device)."""
     _check_tensor("value", value, 4)
     _check_tensor("spatial_shapes", spatial_shapes, 2)
     _check_tensor("level_start_index", level_start_index, 1)
@@ -167,7 +167,26 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
             f"attention_weights must be (N, Lq, M, L, P) = {tuple(sampling_locations.shape[:5])}, got "
             f"{tuple(attention_weights.shape)}"
         )
-    # One host transfer for both layout checks (the kernels index value with these numbers).
+    return None
+
+
+def _check_layout(value, spatial_shapes, level_start_index, need_host: bool) -> Optional[List[List[int]]]:
+    """Check that the levels tile value's S positions; return the shapes as [[H, W], ...] when read on the host.
+
+    The kernels index value with these numbers, so a wrong layout must fail. Shapes on the host (or needed there,
+    as by the reference) are checked exactly; CUDA shapes going to the CUDA kernel are checked with an asynchronous
+    device-side assert, so that no call waits for the GPU.
+    """
+    S = value.shape[1]
+    L = spatial_shapes.shape[0]
+    on_host = spatial_shapes.device.type == "cpu" and level_start_index.device.type == "cpu"
+    if not (on_host or need_host):
+        sizes = spatial_shapes.prod(1)
+        starts = torch.cumsum(sizes, 0) - sizes
+        ok = (sizes.sum() == S) & (spatial_shapes >= 0).all() & (level_start_index.to(starts) == starts).all()
+        torch._assert_async(ok, "ms_deform_attn: spatial_shapes / level_start_index do not tile value's positions")
+        return None
+    # one host transfer for both
     layout = torch.cat([spatial_shapes.reshape(-1), level_start_index.reshape(-1).to(spatial_shapes.device)])
     layout = layout.tolist()
     shapes = [layout[2 * i: 2 * i + 2] for i in range(L)]
@@ -225,9 +244,10 @@ def ms_deform_attn(
     """
     if not isinstance(im2col_step, int) or im2col_step <= 0:
         raise ValueError(f"im2col_step must be a positive int, got {im2col_step!r}")
-    shapes = _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     device = value.device
     impl = resolve_impl(impl, device)
+    shapes = _check_layout(value, spatial_shapes, level_start_index, need_host=impl == "pytorch")
 
     if torch.is_autocast_enabled(device.type):
         # Under autocast the inputs arrive in mixed dtypes; locations and weights always run in float32, the values
