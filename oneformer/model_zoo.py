@@ -194,3 +194,24 @@ def get_checkpoint_url(rel_path):
     if url is None:
         raise ValueError(f"no checkpoint was released for {rel!r}; train it or pick a config with a checkpoint")
     return url
+
+
+# Checkpoints shipped in the repository, by config (path relative to configs/), as paths relative to the repository.
+BUNDLED = {
+    "synthetic/oneformer_synthetic.yaml": "demo/assets/oneformer_synthetic.pth",
+}
+
+
+def default_weights(config_file):
+    """The checkpoint to run a config with: the bundled file or the released URL; None if there is none.
+
+    ``config_file`` may be a path to a file under configs/ or a path relative to configs/.
+    """
+    rel = _normalize(str(config_file))
+    repo = Path(__file__).resolve().parents[1]
+    for key in (rel, *(k for k in list(BUNDLED) + list(MODEL_ZOO) if rel.endswith("/" + k))):
+        if key in BUNDLED:
+            return str(repo / BUNDLED[key])
+        if key in MODEL_ZOO:
+            return MODEL_ZOO[key].checkpoint_url
+    return None

@@ -4,8 +4,9 @@ Input: a list of dicts with "image" (C, H, W) uint8 in cfg.INPUT.FORMAT, optiona
 "task" ("The task is panoptic" or just "panoptic"; default MODEL.TEST.TASK), and for training "instances"
 (gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
 Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
-segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON. Training: a dict of
-weighted losses.
+segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON; an input may instead name
+the ones it wants in "outputs" (a subset of OUTPUTS), e.g. only what its task needs. Training: a dict of weighted
+losses.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -27,9 +28,10 @@ from .modeling.matcher import HungarianMatcher
 from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
 
-__all__ = ["OneFormer", "TASKS", "task_string"]
+__all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
 
 TASKS = ("semantic", "instance", "panoptic")
+OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
 
 
 def task_string(task: str) -> str:
@@ -99,6 +101,9 @@ class OneFormer(nn.Module):
         self.semantic_on = semantic_on
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
+        # The original keeps only thing classes among instances whenever PANOPTIC_ON is set (all shipped configs):
+        # a property of the model, independent of which outputs a call asks for.
+        self.instances_things_only = panoptic_on
         self.detection_on = detection_on
         self.test_topk_per_image = test_topk_per_image
         self.is_demo = is_demo
@@ -275,10 +280,22 @@ class OneFormer(nn.Module):
         mask_cls_results = outputs["pred_logits"]
         mask_pred_results = outputs["pred_masks"]
         padded_size = images.tensor.shape[-2:]
-        thing_ids = self._thing_ids() if (self.panoptic_on or self.instance_on) else None
+        default = {"sem_seg": self.semantic_on, "panoptic_seg": self.panoptic_on, "instances": self.instance_on}
+        wanted = []
+        for i, x in enumerate(batched_inputs):
+            if "outputs" in x:
+                unknown = set(x["outputs"]) - set(OUTPUTS)
+                if unknown:
+                    raise ValueError(f"batched_inputs[{i}]['outputs'] has unknown entries {sorted(unknown)}; "
+                                     f"choose from {OUTPUTS}")
+                wanted.append(set(x["outputs"]))
+            else:
+                wanted.append({k for k, on in default.items() if on})
+        needs_things = any(w & {"panoptic_seg", "instances"} for w in wanted)
+        thing_ids = self._thing_ids() if needs_things else None
         processed_results = []
-        for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs,
-                                                       images.image_sizes):
+        for mask_cls, mask_pred, x, image_size, want in zip(mask_cls_results, mask_pred_results, batched_inputs,
+                                                             images.image_sizes, wanted):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
             before = self.sem_seg_postprocess_before_inference
@@ -295,16 +312,16 @@ class OneFormer(nn.Module):
                 return masks
 
             res = {}
-            if self.semantic_on:
+            if "sem_seg" in want:
                 r = retry_if_cuda_oom(semantic_inference)(mask_cls, resize(mask_pred))
                 if not before:
                     r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
                 res["sem_seg"] = r
-            if self.panoptic_on:
+            if "panoptic_seg" in want:
                 res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
                     mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold
                 )
-            if self.instance_on:
+            if "instances" in want:
                 task = task_string(x.get("task", self.default_task))
                 remap = None
                 if "ade20k" in (self.metadata.name or "") and not self.is_demo and "instance" in task:
@@ -312,7 +329,7 @@ class OneFormer(nn.Module):
                     remap = list(self.metadata.thing_dataset_id_to_contiguous_id.keys())
                 inst = retry_if_cuda_oom(instance_inference)(
                     mask_cls, mask_pred, resize, (height, width), self.test_topk_per_image,
-                    thing_ids=thing_ids if self.panoptic_on else None,
+                    thing_ids=thing_ids if self.instances_things_only else None,
                     object_mask_threshold=self.object_mask_threshold if self.is_demo else None,
                     label_remap=remap, detection_on=self.detection_on,
                 )

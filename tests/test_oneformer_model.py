@@ -180,3 +180,16 @@ def test_cuda_matches_cpu(precision):
         if precision == "fp32":
             agree = (x["panoptic_seg"][0] == y["panoptic_seg"][0].cpu()).float().mean()
             assert agree > 0.99
+
+
+def test_inputs_can_ask_for_a_subset_of_outputs(model):
+    image = _image(64, 64)
+    with torch.no_grad():
+        out = model([{"image": image, "task": "instance", "outputs": ["instances"]},
+                     {"image": image, "task": "semantic", "outputs": ("sem_seg",)}])
+        full = model([{"image": image, "task": "instance"}])
+    assert set(out[0]) == {"instances"} and set(out[1]) == {"sem_seg"}
+    # the instance rules (thing classes only) do not depend on which outputs are asked for
+    assert torch.equal(out[0]["instances"].pred_classes.sort().values, full[0]["instances"].pred_classes.sort().values)
+    with pytest.raises(ValueError, match="unknown entries"):
+        model([{"image": image, "outputs": ["depth"]}])

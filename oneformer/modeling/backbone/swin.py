@@ -10,8 +10,6 @@ Parameter and buffer names follow the original checkpoints (``patch_embed``, ``l
 
 ``DropPath`` and ``Mlp`` defined here are shared with the other backbones of this package.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -75,6 +73,12 @@ def window_reverse(windows, window_size: int, H: int, W: int):
     C = windows.shape[-1]
     x = windows.reshape(-1, H // window_size, W // window_size, window_size, window_size, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+def _tracing() -> bool:
+    """True inside torch.jit.trace / torch.onnx.export: sizes are then traced 0-d tensors, so shape checks are skipped
+    and size-dependent branches take the form that is valid for every size (see tools/export_model.py)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def relative_position_index(window_size: int):
@@ -182,7 +186,8 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x, H: int, W: int, attn_mask=None):
         B, L, C = x.shape
-        assert L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
+        tracing = _tracing()
+        assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
         ws = self.window_size
 
         shortcut = x
@@ -193,7 +198,12 @@ class SwinTransformerBlock(nn.Module):
         pad_r = (ws - W % ws) % ws
         pad_b = (ws - H % ws) % ws
         Hp, Wp = H + pad_b, W + pad_r
-        if pad_r or pad_b:
+        if tracing:
+            # the same values for any size, padding included (possibly empty): concatenate the qkv bias
+            fill = self.attn.qkv.bias if self.attn.qkv.bias is not None else qkv.new_zeros(3 * C)
+            qkv = torch.cat([qkv, fill.expand(B, H, pad_r, 3 * C)], dim=2)
+            qkv = torch.cat([qkv, fill.expand(B, pad_b, Wp, 3 * C)], dim=1)
+        elif pad_r or pad_b:
             padded = qkv.new_zeros(B, Hp, Wp, 3 * C)
             if self.attn.qkv.bias is not None:
                 padded += self.attn.qkv.bias
@@ -231,9 +241,10 @@ class PatchMerging(nn.Module):
 
     def forward(self, x, H: int, W: int):
         B, L, C = x.shape
-        assert L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
+        tracing = _tracing()
+        assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
         x = x.view(B, H, W, C)
-        if H % 2 == 1 or W % 2 == 1:
+        if tracing or H % 2 == 1 or W % 2 == 1:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         x0 = x[:, 0::2, 0::2, :]
         x1 = x[:, 1::2, 0::2, :]
@@ -291,15 +302,15 @@ class BasicLayer(nn.Module):
     def _shift_mask(self, H: int, W: int, device):
         """(nW, N, N) additive mask for the shifted windows: 0 within the same original region, -100 across."""
         ws, s = self.window_size, self.shift_size
-        Hp = int(math.ceil(H / ws)) * ws
-        Wp = int(math.ceil(W / ws)) * ws
-        img_mask = torch.zeros((1, Hp, Wp, 1), device=device)
-        slices = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
-        label = 0
-        for hs in slices:
-            for wsl in slices:
-                img_mask[:, hs, wsl, :] = label
-                label += 1
+        Hp = (H + ws - 1) // ws * ws
+        Wp = (W + ws - 1) // ws * ws
+
+        def region(n):  # per row (column) of the padded map: 0 before the last window, 1 in it before the shift, 2 after
+            i = torch.arange(n, device=device)
+            return (i >= n - ws).float() + (i >= n - s).float()
+
+        # region labels 3 * row region + column region (tensor ops, so that a trace follows H and W)
+        img_mask = (3 * region(Hp)[:, None] + region(Wp)[None, :])[None, :, :, None]  # (1, Hp, Wp, 1)
         win = window_partition(img_mask, ws).reshape(-1, ws * ws)  # (nW, N)
         mask = win.unsqueeze(1) - win.unsqueeze(2)
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
@@ -335,7 +346,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         _, _, H, W = x.shape
         p = self.patch_size
-        if W % p != 0 or H % p != 0:
+        if _tracing() or W % p != 0 or H % p != 0:
             x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
         x = self.proj(x)
         if self.norm is not None:
@@ -479,7 +490,7 @@ class D2SwinTransformer(SwinTransformer, Backbone):
         self._out_feature_channels = {n: self.num_features[i] for i, n in enumerate(names)}
 
     def forward(self, x):
-        assert x.dim() == 4 and x.shape[1] == self._in_chans, (
+        assert x.dim() == 4 and (_tracing() or x.shape[1] == self._in_chans), (
             f"SwinTransformer takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
         )
         y = super().forward(x)

@@ -120,7 +120,12 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         Returns:
             (B, S, L, 2) in valid_ratios' dtype.
         """
-        shapes = spatial_shapes.tolist() if torch.is_tensor(spatial_shapes) else [list(s) for s in spatial_shapes]
+        if not torch.is_tensor(spatial_shapes):
+            shapes = [list(s) for s in spatial_shapes]
+        elif torch.jit.is_tracing():
+            shapes = [row.unbind(0) for row in spatial_shapes.unbind(0)]  # traced 0-d sizes, not constants
+        else:
+            shapes = spatial_shapes.tolist()
         device = valid_ratios.device if device is None else device
         dtype = valid_ratios.dtype
         per_level = []
@@ -196,7 +201,10 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos_embeds)],
             dim=1,
         )
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device).view(-1, 2)
+        if torch.jit.is_tracing():  # torch.jit.trace / torch.onnx.export: sizes read from the maps in the graph
+            spatial_shapes = torch.stack([torch._shape_as_tensor(s)[-2:] for s in srcs]).to(device)
+        else:
+            spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device).view(-1, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         ratio_dtype = torch.float64 if src_flatten.dtype == torch.float64 else torch.float32
         valid_ratios = torch.ones((B, len(srcs), 2), dtype=ratio_dtype, device=device)

@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""OneFormer demo: segment images, a video or a webcam stream for one task or all three.
+
+    python demo/demo.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
+        --input photos/ --output out/ --task all
+    python demo/demo.py --config-file ... --input street.jpg --output street_panoptic.png --task panoptic
+    python demo/demo.py --config-file ... --video-input clip.mp4 --output clip_semantic.mp4 --task semantic
+
+Inputs: files, globs or directories (``--input``). Output: a file for a single input and task (``--task all`` adds
+``_<task>`` to its name), else a directory with one sub-folder per task; folders are created. Weights: ``--weights``,
+else ``MODEL.WEIGHTS`` given in ``--opts``, else the checkpoint the model zoo lists for the config (downloaded and
+cached by Detectron2). ``--save-predictions`` also writes standard files next to the visualizations: panoptic PNG +
+COCO panoptic JSON, semantic label PNGs, COCO instance results (RLE masks). A file that cannot be read is reported
+and skipped; the exit code is 1 when any input failed.
+"""
+import argparse
+import glob
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import oneformer  # noqa: E402,F401  (registers everything)
+from oneformer import model_zoo  # noqa: E402
+from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
+from oneformer.utils import prediction_files as pf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from visualizer import draw, summarize  # noqa: E402
+
+TASK_CHOICES = ("panoptic", "semantic", "instance", "all")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--input", nargs="+", help="image files, globs (quote them) or directories")
+    parser.add_argument("--video-input", help="a video file")
+    parser.add_argument("--webcam", action="store_true", help="the first webcam")
+    parser.add_argument("--output", help="output file (one input) or directory (several); default: show a window")
+    parser.add_argument("--task", default="panoptic", type=str.lower,
+                        help="panoptic, semantic, instance, or all (the three)")
+    parser.add_argument("--confidence-threshold", type=float, default=None,
+                        help="drop instances scored below it and panoptic queries less confident than it")
+    parser.add_argument("--weights", help="checkpoint path or URL (default: see above)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--save-predictions", action="store_true", help="also write standard prediction files")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    return parser
+
+
+def expand_inputs(patterns):
+    """Files from files, globs and directories, in order, without duplicates; missing ones stay (to be reported)."""
+    files = []
+    for p in patterns:
+        if os.path.isdir(p):
+            found = [os.path.join(p, f) for f in sorted(os.listdir(p)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif glob.has_magic(p):
+            found = sorted(glob.glob(os.path.expanduser(p)))
+        else:
+            found = [p]
+        files.extend(f for f in found if f not in files)
+    return files
+
+
+def resolve_weights(args):
+    if args.weights:
+        return args.weights
+    opts = list(args.opts)
+    if "MODEL.WEIGHTS" in opts[::2]:
+        return opts[opts.index("MODEL.WEIGHTS") + 1]
+    weights = model_zoo.default_weights(args.config_file)
+    if weights is None:
+        raise SystemExit(f"no checkpoint known for {args.config_file}: pass --weights PATH_OR_URL")
+    return weights
+
+
+def output_paths(args, files, tasks):
+    """{(file, task): visualization path} and the directory for prediction files."""
+    single = len(files) == 1 and args.output and os.path.splitext(args.output)[1].lower() in IMAGE_EXTENSIONS
+    paths = {}
+    if single:
+        root, ext = os.path.splitext(args.output)
+        for t in tasks:
+            paths[(files[0], t)] = args.output if len(tasks) == 1 else f"{root}_{t}{ext}"
+        pred_dir = os.path.dirname(os.path.abspath(args.output))
+    else:
+        pred_dir = args.output
+        stems = {}
+        for f in files:
+            stem = os.path.splitext(os.path.basename(f))[0]
+            n = stems.get(stem, 0)
+            stems[stem] = n + 1
+            name = stem if n == 0 else f"{stem}_{n}"  # same base name in different folders
+            for t in tasks:
+                paths[(f, t)] = os.path.join(args.output, t, name + ".png")
+    return paths, pred_dir
+
+
+def run_images(args, predictor, tasks):
+    files = expand_inputs(args.input)
+    if not files:
+        print(f"no images found in {args.input}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        print("--output is required for images (no display is assumed)", file=sys.stderr)
+        return 2
+    paths, pred_dir = output_paths(args, files, tasks)
+    id_map = pf.contiguous_to_dataset_ids(predictor.metadata)
+    panoptic_entries, instance_results, failed = [], [], []
+    for image_id, f in enumerate(tqdm.tqdm(files, desc="images", disable=len(files) < 2, file=sys.stderr)):
+        try:
+            image = predictor.load_image(f)
+        except ImageReadError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            failed.append(f)
+            continue
+        rgb = image if predictor.cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
+        start = time.perf_counter()
+        words = []
+        for t in tasks:
+            result = predictor(image if predictor.input_format == predictor.cfg.INPUT.FORMAT else image[:, :, ::-1],
+                               task=t)[0]
+            out = paths[(f, t)]
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            cv2.imwrite(out, draw(rgb, result, t, predictor.metadata)[:, :, ::-1])
+            words.append(summarize(result, t, predictor.metadata))
+            if args.save_predictions:
+                stem = os.path.splitext(os.path.basename(out))[0]
+                if t == "panoptic":
+                    ids, segments = result["panoptic_seg"]
+                    png = os.path.join(pred_dir, "panoptic_predictions", stem + ".png")
+                    entry = pf.panoptic_to_coco(ids, segments, png, image_id, id_map)
+                    entry["image_file"] = f
+                    panoptic_entries.append(entry)
+                elif t == "semantic":
+                    pf.write_semantic_png(result["sem_seg"], os.path.join(pred_dir, "semantic_predictions",
+                                                                            stem + ".png"))
+                else:
+                    for r in pf.instances_to_coco_results(result["instances"], image_id, id_map):
+                        r["image_file"] = f
+                        instance_results.append(r)
+        print(f"{f}: " + " | ".join(words) + f" ({time.perf_counter() - start:.2f} s)")
+    if args.save_predictions:
+        if "panoptic" in tasks:
+            categories = [{"id": v, "name": n} for v, n in _category_names(predictor.metadata, id_map)]
+            pf.write_json({"annotations": panoptic_entries, "categories": categories},
+                          os.path.join(pred_dir, "panoptic_predictions.json"))
+        if "instance" in tasks:
+            pf.write_json(instance_results, os.path.join(pred_dir, "instance_predictions.json"))
+    if failed:
+        print(f"{len(failed)} of {len(files)} inputs could not be read: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _category_names(metadata, id_map):
+    names = getattr(metadata, "stuff_classes", None) or []
+    return [(id_map.get(i, i), n) for i, n in enumerate(names)]
+
+
+def run_stream(args, predictor, tasks):
+    if len(tasks) != 1:
+        print("video and webcam take one task (not 'all')", file=sys.stderr)
+        return 2
+    task = tasks[0]
+    source = args.video_input if args.video_input else 0
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        print(f"cannot open {'video ' + args.video_input if args.video_input else 'the webcam'}", file=sys.stderr)
+        return 1
+    fps = cap.get(cv2.CAP_PROP_FPS) or 15.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if args.video_input else None
+    writer = None
+    frames = 0
+    with tqdm.tqdm(total=total, desc="frames", file=sys.stderr) as bar:
+        while True:
+            ok, frame_bgr = cap.read()
+            if not ok:
+                break
+            rgb = frame_bgr[:, :, ::-1].copy()
+            fmt_frame = rgb if predictor.input_format == "RGB" else frame_bgr
+            result = predictor(fmt_frame, task=task)[0]
+            vis = draw(rgb, result, task, predictor.metadata)[:, :, ::-1]
+            if args.output:
+                if writer is None:
+                    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+                    writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (vis.shape[1], vis.shape[0]))
+                writer.write(np.ascontiguousarray(vis))
+            else:
+                cv2.imshow("OneFormer", vis)
+                if cv2.waitKey(1) == 27:  # Esc
+                    break
+            frames += 1
+            bar.update(1)
+    cap.release()
+    if writer is not None:
+        writer.release()
+    print(f"{frames} frames" + (f" written to {args.output}" if args.output else ""))
+    return 0 if frames else 1
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    if args.task not in TASK_CHOICES:
+        print(f"--task must be one of {TASK_CHOICES}, got {args.task!r}", file=sys.stderr)
+        return 2
+    sources = [bool(args.input), bool(args.video_input), bool(args.webcam)]
+    if sum(sources) != 1:
+        print("give exactly one of --input, --video-input, --webcam", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.config_file):
+        print(f"config file not found: {args.config_file}", file=sys.stderr)
+        return 2
+    tasks = ["panoptic", "semantic", "instance"] if args.task == "all" else [args.task]
+    opts = [o for i, o in enumerate(args.opts) if not (i % 2 == 0 and o == "MODEL.WEIGHTS")
+            and not (i % 2 == 1 and args.opts[i - 1] == "MODEL.WEIGHTS")]
+    predictor = OneFormerPredictor.from_config_file(
+        args.config_file, weights=resolve_weights(args), opts=opts, device=args.device,
+        confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
+        input_format="RGB",
+    )
+    if args.input:
+        return run_images(args, predictor, tasks)
+    return run_stream(args, predictor, tasks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

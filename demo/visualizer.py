@@ -1,0 +1,57 @@
+"""Drawing OneFormer outputs on images with Detectron2's Visualizer."""
+import numpy as np
+import torch
+from detectron2.data.catalog import Metadata
+from detectron2.structures import BitMasks
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+__all__ = ["draw", "summarize", "display_metadata"]
+
+
+def display_metadata(metadata) -> Metadata:
+    """Metadata for Detectron2's Visualizer in OneFormer's single class space.
+
+    OneFormer numbers all classes (things and stuff) contiguously, and its instances and panoptic thing segments
+    carry those ids; Detectron2's Visualizer looks thing ids up in ``thing_classes``. So both lists are all classes.
+    """
+    names = list(metadata.get("stuff_classes", None) or metadata.get("thing_classes", None) or [])
+    colors = metadata.get("stuff_colors", None)
+    fields = {"thing_classes": names, "stuff_classes": names}
+    if colors is not None and len(colors) == len(names):
+        fields.update(thing_colors=[tuple(c) for c in colors], stuff_colors=[tuple(c) for c in colors])
+    return Metadata(name=f"{getattr(metadata, 'name', 'oneformer')}_display", **fields)
+
+
+def draw(image_rgb: np.ndarray, result: dict, task: str, metadata) -> np.ndarray:
+    """The ``task`` output of ``result`` drawn over an H×W×3 RGB uint8 image; returns an RGB uint8 image."""
+    vis = Visualizer(image_rgb, display_metadata(metadata), instance_mode=ColorMode.IMAGE)
+    if task == "panoptic":
+        ids, segments = result["panoptic_seg"]
+        out = vis.draw_panoptic_seg(ids.to("cpu"), segments)
+    elif task == "semantic":
+        out = vis.draw_sem_seg(result["sem_seg"].argmax(0).to("cpu"))
+    elif task == "instance":
+        inst = result["instances"].to("cpu")
+        if len(inst):
+            # the model predicts masks only; boxes around them make the labels readable
+            inst.pred_boxes = BitMasks(inst.pred_masks > 0.5).get_bounding_boxes()
+        out = vis.draw_instance_predictions(inst)
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return out.get_image()
+
+
+def summarize(result: dict, task: str, metadata) -> str:
+    """A few words on a result, e.g. "panoptic: 5 segments (3 things)"."""
+    if task == "panoptic":
+        _, segments = result["panoptic_seg"]
+        things = sum(1 for s in segments if s["isthing"])
+        return f"panoptic: {len(segments)} segments ({things} things, {len(segments) - things} stuff)"
+    if task == "semantic":
+        labels = result["sem_seg"].argmax(0)
+        classes = torch.unique(labels).tolist()
+        names = getattr(metadata, "stuff_classes", None) or []
+        shown = ", ".join(names[c] if c < len(names) else str(c) for c in classes[:4])
+        return f"semantic: {len(classes)} classes ({shown}{', ...' if len(classes) > 4 else ''})"
+    inst = result["instances"]
+    return f"instance: {len(inst)} instances" + (f" (best score {inst.scores.max().item():.2f})" if len(inst) else "")

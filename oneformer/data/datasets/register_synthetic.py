@@ -1,0 +1,77 @@
+"""The synthetic shapes dataset: ``synthetic_panoptic_{train,val}`` (evaluator_type "coco_panoptic_seg").
+
+Written by ``python tools/train_synthetic.py`` (or its ``--generate-only`` mode): coloured shapes (4 thing classes)
+on textured background regions (3 stuff classes), in COCO panoptic format. Files (under
+``$DETECTRON2_DATASETS/synthetic_shapes`` or any root given to ``register_all_synthetic``)::
+
+    images/{train,val}/*.png                 RGB images
+    panoptic_{train,val}/*.png               RGB panoptic PNGs (segment id = R + 256·G + 256²·B)
+    panoptic_{train,val}.json                COCO panoptic json (images, annotations, categories with isthing)
+    panoptic_semseg_{train,val}/*.png        contiguous class ids 0..6, 255 = void
+    instances_{train,val}.json               COCO instances json of the things (RLE masks), for mask AP
+
+Contiguous ids follow ``SYNTHETIC_CATEGORIES``: the 4 things first (0..3, as Detectron2's COCO instance evaluator
+needs), then the 3 stuff classes (4..6). The names are registered at import time from the root as it is then;
+registration reads no file, so the data may be generated afterwards.
+"""
+import os
+
+from .custom import datasets_root, register_panoptic_dataset
+
+__all__ = [
+    "SYNTHETIC_CATEGORIES",
+    "SYNTHETIC_DIRNAME",
+    "SYNTHETIC_SPLITS",
+    "synthetic_paths",
+    "register_all_synthetic",
+]
+
+SYNTHETIC_DIRNAME = "synthetic_shapes"
+SYNTHETIC_SPLITS = ("train", "val")
+
+# things first: contiguous ids 0..3 are the thing ids, 4..6 the stuff ids
+SYNTHETIC_CATEGORIES = [
+    {"id": 1, "name": "circle", "isthing": 1, "color": [220, 40, 40]},
+    {"id": 2, "name": "square", "isthing": 1, "color": [240, 210, 30]},
+    {"id": 3, "name": "triangle", "isthing": 1, "color": [190, 50, 200]},
+    {"id": 4, "name": "cross", "isthing": 1, "color": [245, 245, 245]},
+    {"id": 5, "name": "sky", "isthing": 0, "color": [120, 180, 240]},
+    {"id": 6, "name": "grass", "isthing": 0, "color": [60, 140, 50]},
+    {"id": 7, "name": "wall", "isthing": 0, "color": [120, 110, 100]},
+]
+
+
+def synthetic_paths(dataset_dir, split):
+    """The files of one split under ``dataset_dir`` (the ``synthetic_shapes`` folder itself)."""
+    return {
+        "image_root": os.path.join(dataset_dir, "images", split),
+        "panoptic_root": os.path.join(dataset_dir, f"panoptic_{split}"),
+        "panoptic_json": os.path.join(dataset_dir, f"panoptic_{split}.json"),
+        "sem_seg_root": os.path.join(dataset_dir, f"panoptic_semseg_{split}"),
+        "instance_json": os.path.join(dataset_dir, f"instances_{split}.json"),
+    }
+
+
+def register_all_synthetic(root=None, prefix="", dataset_dir=None):
+    """Register ``prefix + "synthetic_panoptic_{train,val}"``; returns the names.
+
+    Files are read from ``dataset_dir`` if given, else from ``<root>/synthetic_shapes`` (root default:
+    ``$DETECTRON2_DATASETS`` read now). Re-registering replaces an earlier registration.
+    """
+    if dataset_dir is None:
+        dataset_dir = os.path.join(datasets_root() if root is None else root, SYNTHETIC_DIRNAME)
+    names = []
+    for split in SYNTHETIC_SPLITS:
+        name = f"{prefix}synthetic_panoptic_{split}"
+        register_panoptic_dataset(
+            name,
+            categories=SYNTHETIC_CATEGORIES,
+            evaluator_type="coco_panoptic_seg",
+            image_ext=".png",
+            **synthetic_paths(dataset_dir, split),
+        )
+        names.append(name)
+    return names
+
+
+register_all_synthetic()

@@ -1,0 +1,199 @@
+"""``OneFormerPredictor``: images (arrays or paths) and a task in, Detectron2-format outputs out, in batches.
+
+    from oneformer.predictor import OneFormerPredictor
+    predictor = OneFormerPredictor.from_config_file("configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml",
+                                                    weights="https://.../250_16_swin_l_oneformer_ade20k_160k.pth")
+    outputs = predictor(["a.jpg", rgb_array], task="panoptic")   # [{"panoptic_seg": (ids, segments_info)}, ...]
+
+The same thresholds as the demo: the config's MODEL.TEST thresholds, demo mode (MODEL.IS_DEMO: instances above
+the object-mask threshold), and an optional confidence threshold that drops instances scored below it and panoptic
+queries whose class probability is below it.
+"""
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from .config import add_oneformer_config_all
+from .oneformer_model import TASKS
+from .utils.checkpoint import OneFormerCheckpointer
+
+__all__ = ["OneFormerPredictor", "ImageReadError", "TASK_OUTPUTS"]
+
+# what each task produces; "all" runs the three tasks, each with its own task token
+TASK_OUTPUTS = {"panoptic": "panoptic_seg", "semantic": "sem_seg", "instance": "instances"}
+
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+
+
+class ImageReadError(ValueError):
+    """An input image could not be read or understood; the message names the file and the problem."""
+
+
+def _to_uint8_hwc(image: np.ndarray, name: str) -> np.ndarray:
+    """Grayscale, RGBA and 16-bit images become 8-bit, 3-channel; anything else is rejected with a clear error."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ImageReadError(f"{name}: expected an H×W×C image, got shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    elif image.shape[2] != 3:
+        raise ImageReadError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[2]}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        if image.size and (image.min() < 0 or image.max() > 255):
+            raise ImageReadError(f"{name}: float image values must lie in [0, 255]")
+        image = image.round().astype(np.uint8)
+    elif image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:
+        raise ImageReadError(f"{name}: unsupported dtype {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageReadError(f"{name}: the image is empty ({image.shape[0]}×{image.shape[1]})")
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: Union[str, os.PathLike], fmt: str = "RGB") -> np.ndarray:
+    """Read an image file as an H×W×3 uint8 array in ``fmt`` ("RGB" or "BGR"), applying the EXIF orientation.
+
+    Raises ImageReadError naming the file for missing, empty, truncated or undecodable files.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes)")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.load()  # decode now, so truncated files fail here
+            img = utils._apply_exif_orientation(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img).astype(np.uint32)
+                array = (array >> 8 if array.max() > 255 else array).clip(0, 255).astype(np.uint8)
+            else:
+                array = np.asarray(img.convert("RGB"))
+    except ImageReadError:
+        raise
+    except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError for truncation, ...)
+        raise ImageReadError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
+    array = _to_uint8_hwc(array, path)
+    return array[:, :, ::-1].copy() if fmt == "BGR" else array
+
+
+class OneFormerPredictor:
+    """Batched inference with a OneFormer model built from ``cfg``.
+
+    Args:
+        cfg: a Detectron2 config with the OneFormer keys (MODEL.WEIGHTS: a path or URL; empty keeps random weights).
+        confidence_threshold: optional; instances scored below it are dropped, and it is used as the panoptic
+            object-mask threshold when higher than the config's.
+        batch_size: images per forward pass.
+        input_format: channel order of array inputs ("RGB" or "BGR"); files are read as RGB.
+    """
+
+    def __init__(self, cfg: CfgNode, confidence_threshold: Optional[float] = None, batch_size: int = 1,
+                 input_format: str = "RGB"):
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.IS_TRAIN = False
+        cfg.MODEL.IS_DEMO = True
+        if confidence_threshold is not None:
+            if not 0.0 <= confidence_threshold <= 1.0:
+                raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
+            cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = max(cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, confidence_threshold)
+        cfg.freeze()
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.cfg = cfg
+        self.confidence_threshold = confidence_threshold
+        self.batch_size = batch_size
+        self.input_format = input_format
+        self.model = build_model(cfg).eval()
+        self.checkpointer = OneFormerCheckpointer(self.model)
+        if cfg.MODEL.WEIGHTS:
+            self.checkpointer.load(cfg.MODEL.WEIGHTS)
+        # the classes the model's post-processing uses (DATASETS.TRAIN[0]), so pictures and files agree with it
+        self.metadata = self.model.metadata
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+
+    @classmethod
+    def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (),
+                         device: Optional[str] = None, **kwargs) -> "OneFormerPredictor":
+        """Build from a YAML file, a checkpoint (path or URL; default: the config's MODEL.WEIGHTS) and KEY VALUE
+        overrides; ``device`` defaults to cuda when available."""
+        cfg = add_oneformer_config_all(get_cfg())
+        cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+        if weights is not None:
+            cfg.MODEL.WEIGHTS = weights
+        cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(cfg, **kwargs)
+
+    def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
+        """An input as an H×W×3 uint8 array in the model's INPUT.FORMAT."""
+        fmt = self.cfg.INPUT.FORMAT
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, fmt)
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+                image = image.transpose(1, 2, 0)  # CHW -> HWC
+        if not isinstance(image, np.ndarray):
+            raise ImageReadError(f"{name}: expected a file path, numpy array or tensor, got {type(image).__name__}")
+        image = _to_uint8_hwc(image, name)
+        if self.input_format != fmt:
+            image = image[:, :, ::-1]
+        return np.ascontiguousarray(image)
+
+    def _inputs(self, image: np.ndarray, task: str, outputs) -> Dict:
+        height, width = image.shape[:2]
+        resized = self.aug.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": height, "width": width, "task": f"The task is {task}",
+                "outputs": outputs}
+
+    @torch.no_grad()
+    def __call__(self, images: Union[ImageLike, Iterable[ImageLike]], task: str = "panoptic",
+                 all_outputs: bool = False) -> List[Dict]:
+        """Run the model.
+
+        Args:
+            images: one image or a list (file paths, H×W×C arrays, or tensors (H×W×C or C×H×W)).
+            task: "panoptic", "semantic" or "instance" (the task token; only that task's output is computed unless
+                ``all_outputs``).
+            all_outputs: compute sem_seg, panoptic_seg and instances with this task token.
+        Returns:
+            one dict per image, Detectron2's formats: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W),
+            segments_info), "instances" (Instances with pred_masks, scores, pred_classes).
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
+        single = isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor))
+        items = [images] if single else list(images)
+        outputs = ("sem_seg", "panoptic_seg", "instances") if all_outputs else (TASK_OUTPUTS[task],)
+        results = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            batch = [self._inputs(self.load_image(img, f"images[{start + i}]"), task, outputs)
+                     for i, img in enumerate(chunk)]
+            results.extend(self._filter(r) for r in self.model(batch))
+        return results
+
+    def _filter(self, result: Dict) -> Dict:
+        if self.confidence_threshold is not None and "instances" in result:
+            inst = result["instances"]
+            result["instances"] = inst[inst.scores >= self.confidence_threshold]
+        return result

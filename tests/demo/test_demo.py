@@ -1,0 +1,133 @@
+"""demo/demo.py: input forms, output paths, task validation, bad files, saved prediction formats, video."""
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from PIL import Image
+
+from tests.tiny import REPO, tiny_cfg
+
+spec = importlib.util.spec_from_file_location("oneformer_demo", os.path.join(REPO, "demo", "demo.py"))
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    cfg = tiny_cfg()
+    cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = 0.0  # random weights: keep every query so outputs are not empty
+    cfg.TEST.DETECTIONS_PER_IMAGE = 50  # all (query, class) pairs, so thing classes appear among the instances
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 128
+    config = d / "tiny.yaml"
+    config.write_text(cfg.dump())
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), str(d)).save("tiny")
+    images = d / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(rng.integers(0, 256, (70, 64, 4), dtype=np.uint8), mode="RGBA").save(images / "b_rgba.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(images / "c_gray.png")
+    Image.fromarray(rng.integers(0, 65535, (64, 80), dtype=np.uint16)).save(images / "d_16bit.png")
+    (images / "e_corrupt.png").write_bytes(b"this is not an image")
+    (images / "f_empty.jpg").write_bytes(b"")
+    return {"dir": d, "config": str(config), "weights": str(d / "tiny.pth"), "images": images}
+
+
+def run(setup, *args):
+    return demo.main(["--config-file", setup["config"], "--weights", setup["weights"], "--device", "cpu", *args])
+
+
+def test_directory_input_skips_bad_files(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run(setup, "--input", str(setup["images"]), "--output", str(out), "--task", "all")
+    captured = capsys.readouterr()
+    assert code == 1  # two inputs failed
+    assert "e_corrupt.png: cannot read the image" in captured.err
+    assert "f_empty.jpg: the file is empty" in captured.err
+    for task in ("panoptic", "semantic", "instance"):
+        written = sorted(os.listdir(out / task))
+        assert written == ["a.png", "b_rgba.png", "c_gray.png", "d_16bit.png"]
+    # one summary line per processed image, naming the three tasks
+    lines = [l for l in captured.out.splitlines() if "panoptic:" in l]
+    assert len(lines) == 4 and all("semantic:" in l and "instance:" in l for l in lines)
+    vis = cv2.imread(str(out / "panoptic" / "b_rgba.png"))
+    assert vis.shape == (70, 64, 3)
+
+
+def test_single_input_to_file_and_glob(setup, tmp_path):
+    target = tmp_path / "nested" / "result.png"
+    assert run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(target), "--task", "semantic") == 0
+    assert target.is_file() and cv2.imread(str(target)).shape == (64, 96, 3)
+    target_all = tmp_path / "all.jpg"
+    assert run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(target_all), "--task", "all") == 0
+    assert sorted(p.name for p in tmp_path.glob("all_*.jpg")) == ["all_instance.jpg", "all_panoptic.jpg",
+                                                                 "all_semantic.jpg"]
+    out = tmp_path / "globbed"
+    assert run(setup, "--input", str(setup["images"] / "[ab]*.png"), "--output", str(out), "--task", "instance") == 0
+    assert sorted(os.listdir(out / "instance")) == ["a.png", "b_rgba.png"]
+
+
+@pytest.mark.parametrize("task", ["Panoptics", "depth"])
+def test_task_is_validated(setup, tmp_path, task, capsys):
+    assert run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png"),
+               "--task", task) == 2
+    assert "--task must be one of" in capsys.readouterr().err
+
+
+def test_saved_predictions_read_back(setup, tmp_path):
+    from panopticapi.utils import rgb2id
+    from pycocotools import mask as mask_util
+
+    out = tmp_path / "pred"
+    files = [str(setup["images"] / n) for n in ("a.png", "c_gray.png")]
+    assert run(setup, "--input", *files, "--output", str(out), "--task", "all", "--save-predictions") == 0
+    pan = json.loads((out / "panoptic_predictions.json").read_text())
+    assert len(pan["annotations"]) == 2 and pan["categories"]
+    for ann in pan["annotations"]:
+        ids = rgb2id(np.asarray(Image.open(out / "panoptic_predictions" / ann["file_name"])))
+        assert set(np.unique(ids)) - {0} == {s["id"] for s in ann["segments_info"]}
+        for s in ann["segments_info"]:
+            assert (ids == s["id"]).sum() == s["area"]
+    sem = np.asarray(Image.open(out / "semantic_predictions" / "a.png"))
+    assert sem.shape == (64, 96) and sem.max() < 5
+    inst = json.loads((out / "instance_predictions.json").read_text())
+    assert inst, "random tiny model with threshold 0 should predict instances"
+    for r in inst:
+        m = mask_util.decode(r["segmentation"])
+        assert m.shape in ((64, 96), (64, 64))
+        assert r["category_id"] in (3, 4) and 0 <= r["score"] <= 1
+
+
+def test_confidence_threshold_filters(setup, tmp_path):
+    out = tmp_path / "thr"
+    a = str(setup["images"] / "a.png")
+    assert run(setup, "--input", a, "--output", str(out), "--task", "instance", "--save-predictions",
+               "--confidence-threshold", "1.0") == 0
+    assert json.loads((out / "instance_predictions.json").read_text()) == []
+
+
+def test_video_input(setup, tmp_path):
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64))
+    for i in range(3):
+        writer.write(np.full((64, 96, 3), 40 * i, dtype=np.uint8))
+    writer.release()
+    out = str(tmp_path / "out" / "clip_panoptic.mp4")
+    assert run(setup, "--video-input", video, "--output", out, "--task", "panoptic") == 0
+    cap = cv2.VideoCapture(out)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert run(setup, "--video-input", video, "--output", out, "--task", "all") == 2
+
+
+def test_exactly_one_source(setup, capsys):
+    assert run(setup) == 2
+    assert "exactly one of" in capsys.readouterr().err
