@@ -44,8 +44,11 @@ $(STAMPS)/package: $(STAMPS)/deps setup.py pyproject.toml $(OP_SOURCES)
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Offline: the bundled synthetic-shapes checkpoint on the bundled sample images; the three task visualizations go to
+# output/demo/{panoptic,semantic,instance}/, one summary line per image is printed.
 demo: setup
-	$(PY) demo/op_demo.py
+	$(PY) demo/demo.py --config-file configs/synthetic/oneformer_synthetic.yaml --input demo/assets/samples \
+		--output output/demo --task all --device cpu
 
 benchmark: setup
 	$(PY) tools/benchmark_ms_deform_attn.py --threads 2

@@ -14,11 +14,18 @@ TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when
 matching task token. With TEST.AUG.ENABLED, --eval-only also evaluates multi-scale + flip semantic segmentation on
 DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging: console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard
 events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
+
+Reliability: an unknown config key stops the run before anything starts, naming the key, the file or override it
+came from and the closest existing keys; training steps with a NaN/Inf loss or gradient are skipped and counted
+(``skipped_nonfinite_steps``), and SOLVER.MAX_CONSECUTIVE_NONFINITE skips in a row stop training with advice;
+checkpoints are written atomically, so a killed run resumes with --resume from its last complete checkpoint;
+checkpoints load with torch's weights-only unpickler unless MODEL.ALLOW_UNSAFE_PICKLE True.
 """
 import contextlib
 import importlib
 import logging
 import os
+import sys
 import weakref
 from collections import OrderedDict
 
@@ -36,9 +43,13 @@ from detectron2.utils.logger import setup_logger
 import oneformer  # noqa: F401  (registers the model components)
 import oneformer.data.datasets  # noqa: F401  (registers the datasets)
 from oneformer import add_oneformer_config_all
+from oneformer.config import ConfigError, merge_config
 from oneformer.data.dataset_mappers import build_dataset_mapper
+from oneformer.data.dataset_mappers.dataset_mapper import normalize_task
 from oneformer.engine import (
     AMP_PRECISIONS,
+    NonFiniteGuardAMPTrainer,
+    NonFiniteGuardTrainer,
     SemanticSegmentorWithTTA,
     WandbWriter,
     add_oneformer_engine_config,
@@ -78,11 +89,17 @@ def _with(cfg, **updates):
 
 
 @contextlib.contextmanager
-def _cpu_ddp_without_device_ids():
-    """DefaultTrainer wraps the model with ``create_ddp_model``, which always passes ``device_ids=[local_rank]``;
-    PyTorch refuses ``device_ids`` for a CPU module, so multi-process CPU training would fail. While the trainer is
-    built, CPU models are wrapped with ``device_ids=None`` instead (GPU models are untouched)."""
-    original = d2_defaults.create_ddp_model
+def _trainer_construction():
+    """What ``DefaultTrainer.__init__`` builds, adjusted while it runs:
+
+    - it wraps the model with ``create_ddp_model``, which always passes ``device_ids=[local_rank]``; PyTorch refuses
+      ``device_ids`` for a CPU module, so multi-process CPU training would fail: CPU models are wrapped with
+      ``device_ids=None`` instead (GPU models are untouched);
+    - it instantiates ``SimpleTrainer`` / ``AMPTrainer``: the non-finite-step guarding subclasses are built instead
+      (``oneformer/engine/trainer.py``).
+    """
+    saved = {name: getattr(d2_defaults, name) for name in ("create_ddp_model", "SimpleTrainer", "AMPTrainer")}
+    original = saved["create_ddp_model"]
 
     def create_ddp_model(model, **kwargs):
         if all(p.device.type == "cpu" for p in model.parameters()):
@@ -90,10 +107,13 @@ def _cpu_ddp_without_device_ids():
         return original(model, **kwargs)
 
     d2_defaults.create_ddp_model = create_ddp_model
+    d2_defaults.SimpleTrainer = NonFiniteGuardTrainer
+    d2_defaults.AMPTrainer = NonFiniteGuardAMPTrainer
     try:
         yield
     finally:
-        d2_defaults.create_ddp_model = original
+        for name, value in saved.items():
+            setattr(d2_defaults, name, value)
 
 
 def load_extra_hooks(trainer, specs):
@@ -115,8 +135,9 @@ class Trainer(DefaultTrainer):
     (subclassed because these build_* methods are DefaultTrainer's extension points)."""
 
     def __init__(self, cfg):
-        with _cpu_ddp_without_device_ids():
+        with _trainer_construction():
             super().__init__(cfg)
+        self._trainer.max_consecutive_nonfinite = int(cfg.SOLVER.MAX_CONSECUTIVE_NONFINITE)
         if cfg.SOLVER.AMP.ENABLED:
             precision = cfg.SOLVER.AMP.PRECISION
             if precision not in AMP_PRECISIONS:
@@ -148,6 +169,7 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # before DefaultTrainer's hooks capture it: same checkpoints, plus the explained load report
         self.checkpointer = OneFormerCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
+                                                  allow_unsafe_pickle=self.cfg.MODEL.ALLOW_UNSAFE_PICKLE,
                                                   trainer=weakref.proxy(self))
         ret = super().build_hooks()
         extra = load_extra_hooks(self, self.cfg.EXTRA_HOOKS)
@@ -191,14 +213,23 @@ class Trainer(DefaultTrainer):
         return res
 
 
-def setup(args):
-    """Config from the adders, --config-file and the KEY VALUE overrides; logging, seeding, config backup."""
+def build_config(args):
+    """The config from the adders, --config-file and the KEY VALUE overrides (not frozen). Raises ConfigError naming
+    an unknown key, where it was set and the closest existing keys, or an invalid MODEL.TEST.TASK."""
     cfg = get_cfg()
     add_oneformer_config_all(cfg)
     add_oneformer_engine_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config(cfg, args.config_file, args.opts)
+    try:
+        normalize_task(cfg.MODEL.TEST.TASK)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return cfg
+
+
+def setup(args):
+    """Config (``build_config``); logging, seeding, config backup."""
+    cfg = build_config(args)
     if cfg.WANDB.ENABLED and not args.eval_only:
         require_wandb()  # fail now with the fix, not after the model is built
         if not cfg.WANDB.NAME:
@@ -214,7 +245,8 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         logger.info("Model parameters: %.2fM", sum(p.numel() for p in model.parameters()) / 1e6)
-        OneFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        OneFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE
+                              ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))
@@ -230,6 +262,10 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    try:  # config errors stop here, once, instead of in every launched process
+        build_config(args)
+    except ConfigError as e:
+        sys.exit(f"train_net.py: {e}")
     launch(
         main,
         args.num_gpus,

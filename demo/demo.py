@@ -11,7 +11,9 @@ Inputs: files, globs or directories (``--input``). Output: a file for a single i
 else ``MODEL.WEIGHTS`` given in ``--opts``, else the checkpoint the model zoo lists for the config (downloaded and
 cached by Detectron2). ``--save-predictions`` also writes standard files next to the visualizations: panoptic PNG +
 COCO panoptic JSON, semantic label PNGs, COCO instance results (RLE masks). A file that cannot be read is reported
-and skipped; the exit code is 1 when any input failed.
+and skipped; the exit code is 1 when any input failed. A bad config key, checkpoint or argument is reported in one
+line (exit code 2). Checkpoints load with torch's weights-only unpickler; ``--allow-unsafe-pickle`` allows full
+pickle loading for a trusted file that needs it.
 """
 import argparse
 import glob
@@ -26,8 +28,10 @@ import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import oneformer  # noqa: E402,F401  (registers everything)
 from oneformer import model_zoo  # noqa: E402
+from oneformer.config import ConfigError  # noqa: E402
 from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
+from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from visualizer import draw, summarize  # noqa: E402
@@ -52,6 +56,9 @@ def get_parser():
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--save-predictions", action="store_true", help="also write standard prediction files")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="load a checkpoint that needs full pickle loading (ONLY for files you trust: it can run "
+                             "arbitrary code); same as MODEL.ALLOW_UNSAFE_PICKLE True")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     return parser
 
@@ -223,11 +230,17 @@ def main(argv=None):
     tasks = ["panoptic", "semantic", "instance"] if args.task == "all" else [args.task]
     opts = [o for i, o in enumerate(args.opts) if not (i % 2 == 0 and o == "MODEL.WEIGHTS")
             and not (i % 2 == 1 and args.opts[i - 1] == "MODEL.WEIGHTS")]
-    predictor = OneFormerPredictor.from_config_file(
-        args.config_file, weights=resolve_weights(args), opts=opts, device=args.device,
-        confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
-        input_format="RGB",
-    )
+    if args.allow_unsafe_pickle:
+        opts += ["MODEL.ALLOW_UNSAFE_PICKLE", "True"]
+    try:
+        predictor = OneFormerPredictor.from_config_file(
+            args.config_file, weights=resolve_weights(args), opts=opts, device=args.device,
+            confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
+            input_format="RGB",
+        )
+    except (ConfigError, UnsafeCheckpointError, CheckpointReadError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.input:
         return run_images(args, predictor, tasks)
     return run_stream(args, predictor, tasks)

@@ -4,10 +4,27 @@ Every key and default below is the original release's, so the original YAML file
 after Detectron2's ``add_deeplab_config`` in this order: ``add_common_config``, ``add_swin_config``,
 ``add_dinat_config``, ``add_convnext_config``, ``add_oneformer_config`` (``add_oneformer_config_all`` does all).
 Keys marked "unused" exist only so that the original YAML files load; nothing reads them.
+
+``merge_config(cfg, config_file, opts)`` merges a YAML file and ``KEY VALUE`` overrides like Detectron2 does, but a
+failure raises :class:`ConfigError` whose message names the key, the file (or _BASE_ file) or override it came from,
+and the closest existing keys (``difflib``), e.g.::
+
+    Unknown config key 'MODEL.ONE_FORMER.NUM_OBJECT_QUERY' in config file my.yaml. Did you mean
+    'MODEL.ONE_FORMER.NUM_OBJECT_QUERIES'? ...
+
+``train_net.py``, ``demo/demo.py`` and ``OneFormerPredictor.from_config_file`` merge their configs with it.
 """
+import difflib
+import os
+import re
+from typing import List, Optional, Sequence
+
 from detectron2.config import CfgNode as CN
 
 __all__ = [
+    "ConfigError",
+    "merge_config",
+    "suggest_config_keys",
     "add_common_config",
     "add_swin_config",
     "add_dinat_config",
@@ -193,4 +210,135 @@ def add_oneformer_config_all(cfg):
     from .engine.config import add_oneformer_engine_config
 
     add_oneformer_engine_config(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# merging with errors that say which key, from where, and what was probably meant
+
+
+class ConfigError(ValueError):
+    """A config file or override could not be merged; the message names the key, its source and close matches."""
+
+
+_UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
+_TYPED_KEY = re.compile(r"for config key: (\S+)")
+
+
+def _all_keys(node, prefix: str = "") -> List[str]:
+    """Every full key of ``node``: the sub-nodes ("MODEL.SWIN") and the leaves ("MODEL.SWIN.EMBED_DIM")."""
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, dict):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def suggest_config_keys(cfg, key: str, n: int = 3) -> List[str]:
+    """Up to ``n`` existing keys of ``cfg`` closest to ``key``: by the whole dotted key, then by its last part."""
+    keys = _all_keys(cfg)
+    found = difflib.get_close_matches(key, keys, n=n, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = {}
+    for k in keys:
+        by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+    for name in difflib.get_close_matches(leaf, list(by_leaf), n=n, cutoff=0.75):
+        # among keys with that last part, those whose section is most alike first
+        same = sorted(by_leaf[name], key=lambda k: -difflib.SequenceMatcher(None, k, key).ratio())
+        found.extend(k for k in same if k not in found)
+    return found[:n]
+
+
+def _yaml_chain(config_file: str, seen=None) -> List[tuple]:
+    """[(path, loaded dict)] for ``config_file`` and its _BASE_ files (resolved as Detectron2 does), derived first."""
+    import yaml
+
+    seen = set() if seen is None else seen
+    if config_file in seen or not os.path.isfile(config_file):
+        return []
+    seen.add(config_file)
+    try:
+        with open(config_file) as f:
+            data = yaml.safe_load(f) or {}
+    except Exception:
+        return []
+    if not isinstance(data, dict):
+        return []
+    chain = [(config_file, data)]
+    bases = data.get("_BASE_", [])
+    for base in bases if isinstance(bases, list) else [bases]:
+        base = os.path.expanduser(str(base))
+        if not base.startswith(("/", "https://", "http://")):
+            base = os.path.join(os.path.dirname(config_file), base)
+        chain.extend(_yaml_chain(base, seen))
+    return chain
+
+
+def _defines(data: dict, key: str) -> bool:
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _source_of(key: str, config_file: Optional[str]) -> str:
+    where = f"config file {config_file}"
+    for path, data in _yaml_chain(config_file):
+        if _defines(data, key):
+            return where if path == config_file else f"{where} (set in its _BASE_ file {path})"
+    return where
+
+
+def _config_error(exc: Exception, cfg, source: str, config_file: Optional[str] = None, opts=()) -> ConfigError:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    unknown = _UNKNOWN_KEY.search(text)
+    key = unknown.group(1) if unknown else (_TYPED_KEY.search(text).group(1) if _TYPED_KEY.search(text) else None)
+    if key is not None:
+        key = key.rstrip(".,;'\"")
+        if config_file is not None:
+            source = _source_of(key, config_file)
+        else:
+            values = [v for k, v in zip(opts[0::2], opts[1::2]) if k == key]
+            source = f"the override '{key} {values[0]}'" if values else source
+    if unknown:
+        hint = suggest_config_keys(cfg, key)
+        if len(hint) == 1:
+            did_you_mean = f" Did you mean {hint[0]!r}?"
+        elif hint:
+            did_you_mean = " Did you mean one of: " + ", ".join(repr(h) for h in hint) + "?"
+        else:
+            did_you_mean = " No existing key is close to it."
+        return ConfigError(
+            f"Unknown config key {key!r} in {source}.{did_you_mean} Keys are defined by Detectron2 and "
+            "oneformer.add_oneformer_config_all."
+        )
+    return ConfigError(f"Cannot merge {source}: {text}")
+
+
+def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = ()):
+    """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; returns ``cfg``.
+
+    Raises ConfigError (a ValueError) for a missing or invalid file, an odd number of overrides, an unknown key (the
+    message names the key, the file — or _BASE_ file — or override that set it, and the closest existing keys) or a
+    value of the wrong type.
+    """
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"Config file {config_file} does not exist")
+        try:
+            cfg.merge_from_file(config_file)
+        except Exception as e:
+            raise _config_error(e, cfg, f"config file {config_file}", config_file=config_file) from e
+    opts = list(opts or ())
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number ({len(opts)}): {opts}")
+        try:
+            cfg.merge_from_list(opts)
+        except Exception as e:
+            raise _config_error(e, cfg, "the KEY VALUE overrides", opts=opts) from e
     return cfg

@@ -15,13 +15,14 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .config import add_oneformer_config_all
+from .config import add_oneformer_config_all, merge_config
 from .oneformer_model import TASKS
 from .utils.checkpoint import OneFormerCheckpointer
+from .utils.image_io import ImageReadError, read_image
+from .utils.image_io import to_uint8_hwc as _to_uint8_hwc
 
 __all__ = ["OneFormerPredictor", "ImageReadError", "TASK_OUTPUTS"]
 
@@ -29,66 +30,6 @@ __all__ = ["OneFormerPredictor", "ImageReadError", "TASK_OUTPUTS"]
 TASK_OUTPUTS = {"panoptic": "panoptic_seg", "semantic": "sem_seg", "instance": "instances"}
 
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
-
-
-class ImageReadError(ValueError):
-    """An input image could not be read or understood; the message names the file and the problem."""
-
-
-def _to_uint8_hwc(image: np.ndarray, name: str) -> np.ndarray:
-    """Grayscale, RGBA and 16-bit images become 8-bit, 3-channel; anything else is rejected with a clear error."""
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3:
-        raise ImageReadError(f"{name}: expected an H×W×C image, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 4:
-        image = image[:, :, :3]
-    elif image.shape[2] != 3:
-        raise ImageReadError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[2]}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        if image.size and (image.min() < 0 or image.max() > 255):
-            raise ImageReadError(f"{name}: float image values must lie in [0, 255]")
-        image = image.round().astype(np.uint8)
-    elif image.dtype == np.bool_:
-        image = image.astype(np.uint8) * 255
-    elif image.dtype != np.uint8:
-        raise ImageReadError(f"{name}: unsupported dtype {image.dtype}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageReadError(f"{name}: the image is empty ({image.shape[0]}×{image.shape[1]})")
-    return np.ascontiguousarray(image)
-
-
-def read_image(path: Union[str, os.PathLike], fmt: str = "RGB") -> np.ndarray:
-    """Read an image file as an H×W×3 uint8 array in ``fmt`` ("RGB" or "BGR"), applying the EXIF orientation.
-
-    Raises ImageReadError naming the file for missing, empty, truncated or undecodable files.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageReadError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise ImageReadError(f"{path}: the file is empty (0 bytes)")
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            img.load()  # decode now, so truncated files fail here
-            img = utils._apply_exif_orientation(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img).astype(np.uint32)
-                array = (array >> 8 if array.max() > 255 else array).clip(0, 255).astype(np.uint8)
-            else:
-                array = np.asarray(img.convert("RGB"))
-    except ImageReadError:
-        raise
-    except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError for truncation, ...)
-        raise ImageReadError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
-    array = _to_uint8_hwc(array, path)
-    return array[:, :, ::-1].copy() if fmt == "BGR" else array
 
 
 class OneFormerPredictor:
@@ -122,7 +63,9 @@ class OneFormerPredictor:
         self.batch_size = batch_size
         self.input_format = input_format
         self.model = build_model(cfg).eval()
-        self.checkpointer = OneFormerCheckpointer(self.model)
+        # MODEL.ALLOW_UNSAFE_PICKLE: full pickle loading only on request (oneformer/utils/checkpoint.py)
+        self.checkpointer = OneFormerCheckpointer(
+            self.model, allow_unsafe_pickle=bool(cfg.MODEL.get("ALLOW_UNSAFE_PICKLE", False)))
         if cfg.MODEL.WEIGHTS:
             self.checkpointer.load(cfg.MODEL.WEIGHTS)
         # the classes the model's post-processing uses (DATASETS.TRAIN[0]), so pictures and files agree with it
@@ -133,10 +76,9 @@ class OneFormerPredictor:
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (),
                          device: Optional[str] = None, **kwargs) -> "OneFormerPredictor":
         """Build from a YAML file, a checkpoint (path or URL; default: the config's MODEL.WEIGHTS) and KEY VALUE
-        overrides; ``device`` defaults to cuda when available."""
-        cfg = add_oneformer_config_all(get_cfg())
-        cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
+        overrides; ``device`` defaults to cuda when available. An unknown key raises ``oneformer.config.ConfigError``
+        naming it, where it came from and the closest existing keys."""
+        cfg = merge_config(add_oneformer_config_all(get_cfg()), config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -33,7 +33,9 @@ model_zoo = _load("model_zoo", "oneformer/model_zoo.py")
 
 
 def _all_yamls():
-    return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
+    """The model-zoo YAMLs (configs/synthetic/ holds the bundled demo model, not a released one)."""
+    return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
+                  if not p.relative_to(CONFIGS).as_posix().startswith("synthetic/"))
 
 
 def _is_base(rel):

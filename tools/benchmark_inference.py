@@ -39,10 +39,9 @@ def setup_cfg(args):
     from detectron2.config import get_cfg
 
     from oneformer import add_oneformer_config_all
+    from oneformer.config import merge_config
 
-    cfg = add_oneformer_config_all(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = merge_config(add_oneformer_config_all(get_cfg()), args.config_file, args.opts)
     cfg.MODEL.DEVICE = args.device
     # the YAML's MODEL.WEIGHTS names backbone pretraining weights; a full checkpoint comes from --weights
     cfg.MODEL.WEIGHTS = args.weights or ""
@@ -63,7 +62,7 @@ def build_ours(args, cfg):
     torch.manual_seed(args.seed)
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
-        OneFormerCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        OneFormerCheckpointer(model, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE).load(cfg.MODEL.WEIGHTS)
     elif args.confident != 1.0:
         with torch.no_grad():
             pred = model.sem_seg_head.predictor

@@ -1,6 +1,6 @@
-"""Config keys used only by ``train_net.py`` (training loop, logging, gradient clipping), added on top of
-``add_oneformer_config_all``. None of them exists in the original release; their defaults keep the original
-behaviour except where noted.
+"""Config keys of ``train_net.py`` (training loop, logging, gradient clipping, non-finite steps) and of checkpoint
+loading, added by ``add_oneformer_config_all``. None of them exists in the original release; their defaults keep the
+original behaviour except where noted.
 
 ``add_oneformer_engine_config(cfg)`` adds:
 
@@ -20,6 +20,19 @@ behaviour except where noted.
     were trained with: set ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE nan_to_num`` to reproduce them.
 
   ``ENABLED`` False disables every kind, as in Detectron2.
+- ``SOLVER.MAX_CONSECUTIVE_NONFINITE`` (10): every training step checks the loss and (without an fp16 grad scaler)
+  the gradients; when one is NaN/Inf the optimizer step is skipped, a warning names the iteration and the offending
+  losses, and the metric ``skipped_nonfinite_steps`` (the running count, in metrics.json/TensorBoard) goes up. Steps
+  that fp16 AMP's GradScaler skips because of gradient overflow are counted there too. After this many skips in a row
+  (caused by non-finite losses/gradients; the grad scaler's own calibration skips do not count) training stops with
+  FloatingPointError listing what to try: a lower SOLVER.BASE_LR, gradient clipping, AMP off or bfloat16, checking
+  the data. 0 disables the check (Detectron2's behaviour: a non-finite loss raises at once, gradients go to the
+  optimizer unchanged — e.g. to reproduce the original with CLIP_TYPE "nan_to_num").
+- ``MODEL.ALLOW_UNSAFE_PICKLE`` (False): checkpoints are read with ``torch.load(weights_only=True)`` and Detectron2
+  ``.pkl`` files with an unpickler that only builds containers, numbers, strings and numpy arrays; a file needing
+  anything else is refused. True allows full pickle loading (ONLY for files you trust: unpickling can run arbitrary
+  code). Read by train_net (training, --resume, --eval-only), ``OneFormerPredictor``, the demo
+  (``--allow-unsafe-pickle``) and the tools that load checkpoints (``oneformer/utils/checkpoint.py``).
 - ``EXTRA_HOOKS`` ([]): extra training hooks, each "package.module:factory" where ``factory(trainer)`` returns a
   Detectron2 ``HookBase``, a list of them or None. They run after Detectron2's default hooks and before the metric
   writers (so scalars they put into the event storage are written). Used by the tests to observe the distributed
@@ -40,7 +53,13 @@ def add_oneformer_engine_config(cfg):
         cfg.WANDB = CN()
         cfg.WANDB.PROJECT = "OneFormer"
         cfg.WANDB.NAME = None
-    defaults = ((cfg.WANDB, "ENABLED", False), (cfg.SOLVER.AMP, "PRECISION", "float16"), (cfg, "EXTRA_HOOKS", []))
+    defaults = (
+        (cfg.WANDB, "ENABLED", False),
+        (cfg.SOLVER.AMP, "PRECISION", "float16"),
+        (cfg.SOLVER, "MAX_CONSECUTIVE_NONFINITE", 10),
+        (cfg.MODEL, "ALLOW_UNSAFE_PICKLE", False),
+        (cfg, "EXTRA_HOOKS", []),
+    )
     for node, key, value in defaults:
         if key not in node:
             node[key] = value

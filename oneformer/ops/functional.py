@@ -8,6 +8,9 @@ Implementations:
 - "auto": the compiled kernel for the tensors' device, else the reference with one warning. The environment variable
   ONEFORMER_MSDA_IMPL (auto|cpp|cuda|pytorch) replaces "auto", so it forces the choice of every caller that does not
   name an implementation explicitly.
+
+Inside ``torch.jit.trace`` / ``torch.onnx.export`` (TorchScript-based) the reference always runs, on the traced
+``spatial_shapes`` (the compiled kernels are invisible to a trace), and the host-side checks are skipped.
 """
 import os
 import warnings
@@ -244,10 +247,15 @@ def ms_deform_attn(
     """
     if not isinstance(im2col_step, int) or im2col_step <= 0:
         raise ValueError(f"im2col_step must be a positive int, got {im2col_step!r}")
-    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     device = value.device
-    impl = resolve_impl(impl, device)
-    shapes = _check_layout(value, spatial_shapes, level_start_index, need_host=impl == "pytorch")
+    if torch.jit.is_tracing():
+        # export: the grid_sample reference with the level sizes as traced values (no host reads, no checks that
+        # would turn sizes into constants); shapes then stays a tensor
+        impl, shapes = "pytorch", spatial_shapes
+    else:
+        _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        impl = resolve_impl(impl, device)
+        shapes = _check_layout(value, spatial_shapes, level_start_index, need_host=impl == "pytorch")
 
     if torch.is_autocast_enabled(device.type):
         # Under autocast the inputs arrive in mixed dtypes; locations and weights always run in float32, the values

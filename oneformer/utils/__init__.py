@@ -1,1 +1,2 @@
-"""Utilities: checkpoint loading with a clear report of what was (not) loaded."""
+"""Utilities: checkpoint loading with a clear report of what was (not) loaded, safe loading and atomic saving
+(``checkpoint``); image reading with conversions and errors naming the file (``image_io``)."""

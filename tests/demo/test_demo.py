@@ -131,3 +131,53 @@ def test_video_input(setup, tmp_path):
 def test_exactly_one_source(setup, capsys):
     assert run(setup) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_truncated_file_in_a_directory_is_reported_and_skipped(setup, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = (setup["images"] / "a.png").read_bytes()
+    (folder / "1_good.png").write_bytes(good)
+    (folder / "2_truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "3_good.png").write_bytes(good)
+    out = tmp_path / "out"
+    assert run(setup, "--input", str(folder), "--output", str(out), "--task", "semantic") == 1
+    err = capsys.readouterr().err
+    assert f"skipped: {folder / '2_truncated.png'}: cannot read the image (OSError: image file is truncated" in err
+    assert sorted(os.listdir(out / "semantic")) == ["1_good.png", "3_good.png"]
+
+
+def test_bad_config_key_is_one_line(setup, tmp_path, capsys):
+    code = run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png"),
+               "--opts", "MODEL.TEST.OBJECT_MASK_THRESHOLDS", "0.5")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown config key 'MODEL.TEST.OBJECT_MASK_THRESHOLDS' in the override "
+                          "'MODEL.TEST.OBJECT_MASK_THRESHOLDS 0.5'. Did you mean one of: "
+                          "'MODEL.TEST.OBJECT_MASK_THRESHOLD'")
+
+
+def test_unsafe_checkpoint_needs_the_flag(setup, tmp_path, capsys):
+    import argparse
+
+    state = torch.load(setup["weights"], weights_only=True)
+    state["args"] = argparse.Namespace(lr=0.1)  # a Python object: needs full pickle loading
+    weights = str(tmp_path / "with_args.pth")
+    torch.save(state, weights)
+    args = ["--config-file", setup["config"], "--weights", weights, "--device", "cpu",
+            "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png"), "--task", "semantic"]
+    assert demo.main(args) == 2
+    err = capsys.readouterr().err
+    assert "with_args.pth: refused to load it with torch's weights-only unpickler" in err
+    assert "--allow-unsafe-pickle" in err and not (tmp_path / "x.png").exists()
+    assert demo.main(args + ["--allow-unsafe-pickle"]) == 0
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_checkpoint_of_another_model_is_refused(setup, tmp_path, capsys):
+    weights = str(tmp_path / "resnet.pth")
+    torch.save({"model": {"conv1.weight": torch.zeros(4, 3, 7, 7)}}, weights)
+    code = demo.main(["--config-file", setup["config"], "--weights", weights, "--device", "cpu",
+                      "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png")])
+    assert code == 2
+    assert "resnet.pth shares no tensor with this model" in capsys.readouterr().err

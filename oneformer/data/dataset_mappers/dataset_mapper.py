@@ -6,10 +6,19 @@ as "L" when the record has ``sem_seg_file_name``; ``annotations`` dropped), plus
 Output: the record's fields plus "image" uint8 (3, H, W) resized, "height"/"width" (original size, the size the model
 resizes its outputs to), optional "sem_seg" int64 (H, W), "task".
 Use with ``build_detection_test_loader(cfg, dataset_name, mapper=OneFormerTestDatasetMapper(cfg, False))``.
+Images are read like the training mappers and the predictor read them (``oneformer.utils.image_io``): grayscale,
+RGBA and 16-bit files are converted, and unreadable ones raise errors naming the file.
 """
+import copy
+
+import numpy as np
+import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 
+from .oneformer_unified_dataset_mapper import TrainingMapperBase
 from . import register_dataset_mapper
 
 __all__ = ["OneFormerTestDatasetMapper", "TEST_TASKS", "normalize_task"]
@@ -55,6 +64,23 @@ class OneFormerTestDatasetMapper(DatasetMapper):
         return ret
 
     def __call__(self, dataset_dict):
-        dataset_dict = super().__call__(dataset_dict)
+        """Detectron2's test-mode ``DatasetMapper.__call__`` with OneFormer's image reading, plus "task"."""
+        dataset_dict = copy.deepcopy(dataset_dict)
+        record = dataset_dict.get("file_name", "<record without file_name>")
+        read = TrainingMapperBase._read
+        image = read(dataset_dict["file_name"], self.image_format, "Image", record)
+        utils.check_image_size(dataset_dict, image)
+        sem_seg = None
+        if "sem_seg_file_name" in dataset_dict:
+            sem_seg = read(dataset_dict.pop("sem_seg_file_name"), "L", "Semantic PNG", record).squeeze(2)
+        aug_input = T.AugInput(image, sem_seg=sem_seg)
+        transforms = TrainingMapperBase._augment(self.augmentations, aug_input, record)
+        image, sem_seg = aug_input.image, aug_input.sem_seg
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if sem_seg is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg.astype("long"))
+        if self.proposal_topk is not None:
+            utils.transform_proposals(dataset_dict, image.shape[:2], transforms, proposal_topk=self.proposal_topk)
+        dataset_dict.pop("annotations", None)
         dataset_dict["task"] = self.task
         return dataset_dict

@@ -92,7 +92,7 @@ class OneFormerInstanceDatasetMapper(TrainingMapperBase):
         orig_shape = image.shape[:2]
 
         aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
+        transforms = self._augment(self.augmentations, aug_input, record)
         image = aug_input.image
         new_shape = image.shape[:2]
         classes, masks = [], []

@@ -25,6 +25,12 @@ output is the per-pixel class map of the non-crowd segments (ignore label elsewh
 a ``sem_seg_file_name`` is read only when the crop needs class areas (SINGLE_CATEGORY_MAX_AREA < 1), and without it
 that map is derived from the panoptic PNG instead.
 
+Images without usable segments (none listed, only crowd, or listed ids absent from the PNG) are NOT skipped: they
+give empty targets (no masks, a text list of padding only, ``sem_seg`` all ignore), on which the model learns "no
+object" with finite losses, as in the original. Input images are read with ``oneformer.utils.image_io.read_image``
+(grayscale, RGBA and 16-bit files converted; missing, empty, truncated or undecodable files raise errors naming the
+file); a failing augmentation (e.g. a side resized to 0 pixels) raises ValueError naming the record.
+
 Output: the record's fields plus "image" uint8 (3, H, W), "instances" (gt_classes int64 (M,), gt_masks bool
 (M, H, W), gt_bboxes Boxes XYXY (M, 4); thing boxes from the masks, [0, 0, 1, 1] for stuff), "sem_seg" int64 (H, W),
 "orig_shape" (H, W) of the returned (augmented, padded) image, "task" "The task is {task}", "text"
@@ -33,6 +39,7 @@ Records with ``annotations`` (instance json merged in, as for COCO) are refused:
 """
 import copy
 import logging
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,6 +51,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_first_n
 
+from ...utils.image_io import ImageReadError, read_image, read_label_image
 from . import register_dataset_mapper
 
 __all__ = [
@@ -357,10 +365,32 @@ class TrainingMapperBase:
 
     @staticmethod
     def _read(path: str, fmt: Optional[str], what: str, record: str) -> np.ndarray:
+        """Read an input image ("Image": RGB/BGR, with grayscale/RGBA/16-bit converted like the predictor does) or
+        a label PNG (Detectron2's reader, values as stored). A missing file raises FileNotFoundError, an empty,
+        truncated or undecodable one ImageReadError; both name the file and the dataset record."""
+        if what == "Image" and fmt in ("RGB", "BGR"):
+            where = "" if record == path else f" (dataset record {record})"
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{what} {path}{where} does not exist")
+            try:
+                return read_image(path, fmt)
+            except ImageReadError as e:
+                raise ImageReadError(f"{what} {e}{where}") from e
+        return read_label_image(path, fmt, what, record)
+
+    @staticmethod
+    def _augment(augmentations, aug_input, record: str):
+        """``augmentations(aug_input)``; a failure (e.g. a side resized to 0 pixels for an extreme aspect ratio)
+        becomes a ValueError naming the record, the image size and the settings involved."""
+        h, w = aug_input.image.shape[:2]
         try:
-            return utils.read_image(path, format=fmt)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{what} {path} (dataset record {record}) does not exist") from e
+            return augmentations(aug_input)
+        except Exception as e:
+            raise ValueError(
+                f"Dataset record {record}: the augmentations failed on its {h}×{w} image ({type(e).__name__}: {e}). "
+                "An extreme aspect ratio can make a side 0 pixels after resizing (INPUT.MIN_SIZE_TRAIN/MAX_SIZE_TRAIN, "
+                "INPUT.IMAGE_SIZE/MIN_SCALE, INPUT.CROP.SIZE); remove or fix the image."
+            ) from e
 
     def _pad_size(self, shape) -> Optional[Tuple[int, int]]:
         """(S, S) for fixed-size padding, or None when disabled; warns once about sides longer than S."""
@@ -380,6 +410,12 @@ class TrainingMapperBase:
     def _pack(self, dataset_dict, image, task, classes, masks, boxes, sem_seg=None):
         """Write the model inputs into ``dataset_dict`` (image HWC uint8 → CHW tensor)."""
         shape = image.shape[:2]
+        if shape[0] == 0 or shape[1] == 0:
+            raise ValueError(
+                f"Dataset record {dataset_dict.get('file_name', '?')}: the augmentations produced an empty "
+                f"{shape[0]}×{shape[1]} image; INPUT.CROP.SIZE is too small for this image (a 'relative' crop of a "
+                "tiny image rounds to 0 pixels). Use a larger INPUT.CROP.SIZE or an 'absolute' crop."
+            )
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         dataset_dict["instances"] = targets_to_instances(shape, classes, masks, boxes)
         if sem_seg is not None:
@@ -416,11 +452,12 @@ class OneFormerUnifiedDatasetMapper(TrainingMapperBase):
         ret["augmentations"] = build_unified_augmentations(cfg, ret["ignore_label"])
         return ret
 
-    def apply_augmentations(self, image: np.ndarray, pan_seg_rgb: np.ndarray, sem_seg: Optional[np.ndarray] = None):
+    def apply_augmentations(self, image: np.ndarray, pan_seg_rgb: np.ndarray, sem_seg: Optional[np.ndarray] = None,
+                            record: str = "?"):
         """Augment the image (and the optional class map the crop may use) and apply the same transforms to the RGB
         panoptic PNG (nearest). Returns (image, panoptic ids (H, W) int64, transforms)."""
         aug_input = T.AugInput(image, sem_seg=sem_seg)
-        transforms = self.augmentations(aug_input)
+        transforms = self._augment(self.augmentations, aug_input, record)
         pan_seg_rgb = transforms.apply_segmentation(pan_seg_rgb)
         return aug_input.image, rgb2id(pan_seg_rgb), transforms
 
@@ -463,7 +500,7 @@ class OneFormerUnifiedDatasetMapper(TrainingMapperBase):
             else:
                 sem_seg = semantic_label_map(rgb2id(pan_rgb), segments_info, self.ignore_label).astype("double")
 
-        image, pan_seg, _ = self.apply_augmentations(image, pan_rgb, sem_seg)
+        image, pan_seg, _ = self.apply_augmentations(image, pan_rgb, sem_seg, record)
         pad = self._pad_size(image.shape)
         if pad is not None:
             image = pad_to_size(image, pad, IMAGE_PAD_VALUE)

@@ -93,7 +93,7 @@ class OneFormerSemanticDatasetMapper(TrainingMapperBase):
                              f"{image.shape[:2]}")
 
         aug_input = T.AugInput(image, sem_seg=sem_seg.astype("double"))
-        self.augmentations(aug_input)
+        self._augment(self.augmentations, aug_input, record)
         image, sem_seg = aug_input.image, aug_input.sem_seg.astype(np.int64)
         pad = self._pad_size(image.shape)
         if pad is not None:

@@ -28,6 +28,7 @@ from . import (  # noqa: F401
     register_coco_panoptic_annos_semseg,
     register_mapillary_vistas,
     register_mapillary_vistas_panoptic,
+    register_synthetic,
 )
 from .custom import datasets_root, register_instance_dataset, register_panoptic_dataset, register_semantic_dataset
 from .register_ade20k_instance import register_all_ade20k_instance
@@ -36,6 +37,7 @@ from .register_cityscapes_panoptic import register_all_cityscapes_panoptic
 from .register_coco_panoptic_annos_semseg import register_all_coco_panoptic_annos_sem_seg
 from .register_mapillary_vistas import register_all_mapillary_vistas
 from .register_mapillary_vistas_panoptic import register_all_mapillary_vistas_panoptic
+from .register_synthetic import register_all_synthetic
 
 __all__ = [
     "register_all",
@@ -48,6 +50,7 @@ __all__ = [
     "register_all_coco_panoptic_annos_sem_seg",
     "register_all_mapillary_vistas_panoptic",
     "register_all_mapillary_vistas",
+    "register_all_synthetic",
 ]
 
 
@@ -84,6 +87,7 @@ def register_all(root=None, prefix=""):
     names += register_all_coco_panoptic_annos_sem_seg(root, prefix)
     names += register_all_mapillary_vistas_panoptic(root, prefix)
     names += register_all_mapillary_vistas(root, prefix)
+    names += register_all_synthetic(root, prefix)
     if not prefix:
         _ensure_detectron2_builtins(root)
     return names

@@ -202,12 +202,13 @@ def load_panoptic_json(
     segment whose category id the metadata does not know; the messages name the file and the id.
     """
     data = _read_json(json_file, "Panoptic annotation json", hint)
-    if not isinstance(data, dict) or "annotations" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"Panoptic annotation json {json_file} has no 'annotations' list.")
     images = {img["id"]: img for img in data.get("images", []) if isinstance(img, dict) and "id" in img}
     n_classes = len(set(thing_dataset_id_to_contiguous_id) | set(stuff_dataset_id_to_contiguous_id))
     records = []
-    for ann in data["annotations"]:
+    for index, ann in enumerate(data["annotations"]):
+        _check_panoptic_annotation(ann, index, json_file)
         pan_name = ann["file_name"]
         stem = os.path.splitext(pan_name)[0]
         image_id = ann["image_id"]
@@ -250,6 +251,24 @@ def load_panoptic_json(
         raise ValueError(f"Panoptic annotation json {json_file} lists no annotations.")
     logger.info("Loaded %d images with panoptic annotations from %s", len(records), json_file)
     return records
+
+
+def _check_panoptic_annotation(ann, index, json_file):
+    """ValueError naming the json, the annotation and the missing key for a malformed panoptic annotation."""
+    where = f"{json_file}: annotations[{index}]"
+    if not isinstance(ann, dict):
+        raise ValueError(f"{where} is not a dict (got {type(ann).__name__})")
+    for key in ("file_name", "image_id"):
+        if key not in ann:
+            raise ValueError(f"{where} has no {key!r} (a COCO panoptic annotation needs 'image_id', 'file_name' and "
+                             "'segments_info')")
+    where = f"{json_file}: annotation {ann['file_name']} (image id {ann['image_id']!r})"
+    segments = ann.get("segments_info", [])
+    if not isinstance(segments, list):
+        raise ValueError(f"{where}: 'segments_info' is not a list")
+    for i, seg in enumerate(segments):
+        if not isinstance(seg, dict) or "id" not in seg or "category_id" not in seg:
+            raise ValueError(f"{where}: segments_info[{i}] = {seg!r:.100} lacks 'id' or 'category_id'")
 
 
 def load_instance_json(json_file, image_root, thing_dataset_id_to_contiguous_id, hint=""):

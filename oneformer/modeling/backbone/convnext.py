@@ -161,7 +161,7 @@ class D2ConvNeXt(ConvNeXt, Backbone):
         self._out_feature_channels = {n: self.dims[i] for n, i in names.items()}
 
     def forward(self, x):
-        assert x.dim() == 4 and x.shape[1] == self._in_chans, (
+        assert x.dim() == 4 and (torch.jit.is_tracing() or x.shape[1] == self._in_chans), (  # traced sizes: no check
             f"ConvNeXt takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
         )
         y = super().forward(x)

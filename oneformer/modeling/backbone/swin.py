@@ -305,7 +305,8 @@ class BasicLayer(nn.Module):
         Hp = (H + ws - 1) // ws * ws
         Wp = (W + ws - 1) // ws * ws
 
-        def region(n):  # per row (column) of the padded map: 0 before the last window, 1 in it before the shift, 2 after
+        def region(n):  # per row (column) of the padded map: 0 before the last window, 1 in it before the shift,
+            # 2 after it
             i = torch.arange(n, device=device)
             return (i >= n - ws).float() + (i >= n - s).float()
 

@@ -278,8 +278,9 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         predictions_mask.append(outputs_mask)
         for i in range(self.num_layers):
             level_index = i % self.num_feature_levels
-            # a query whose mask covers nothing at this level attends everywhere instead of nowhere
-            attn_mask[attn_mask.all(-1)] = False
+            # a query whose mask covers nothing at this level attends everywhere instead of nowhere (tensor ops, not an
+            # in-place masked assignment, so that the graph exports without a boolean Where)
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             output = self.transformer_cross_attention_layers[i](
                 output, src[level_index], memory_mask=attn_mask, pos=pos[level_index], query_pos=query_embed
             )

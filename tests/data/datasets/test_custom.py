@@ -159,3 +159,52 @@ def test_instance_dataset(datasets_root, unique_prefix):
     with pytest.raises(ValueError, match="only thing categories"):
         register_instance_dataset(name + "3", image_root="x", json_file="y",
                                   categories=[{"id": 1, "name": "a", "isthing": 0}])
+
+
+def _register_with_json(tmp_path, name, mutate):
+    files = fd.make_custom_panoptic(str(tmp_path))
+    with open(files["panoptic_json"]) as f:
+        data = json.load(f)
+    mutate(data)
+    with open(files["panoptic_json"], "w") as f:
+        json.dump(data, f)
+    register_panoptic_dataset(name, image_root=files["image_root"], panoptic_root=files["panoptic_root"],
+                              panoptic_json=files["panoptic_json"], categories=fd.CUSTOM_CATEGORIES)
+    return files
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["annotations"][1].pop("file_name"),
+     r"panoptic.json: annotations\[1\] has no 'file_name' \(a COCO panoptic annotation needs"),
+    (lambda d: d["annotations"][0].pop("image_id"), r"annotations\[0\] has no 'image_id'"),
+    (lambda d: d["annotations"][0]["segments_info"][1].pop("id"),
+     r"annotation img0.png \(image id 1\): segments_info\[1\] = .* lacks 'id' or 'category_id'"),
+    (lambda d: d["annotations"][0].update(segments_info={"id": 1}), r"img0.png .*'segments_info' is not a list"),
+    (lambda d: d.update(annotations={}), r"has no 'annotations' list"),
+    (lambda d: d["annotations"].__setitem__(0, "img0.png"), r"annotations\[0\] is not a dict"),
+])
+def test_malformed_panoptic_json_names_the_problem(tmp_path, unique_prefix, mutate, message):
+    _register_with_json(tmp_path, unique_prefix + "bad", mutate)
+    with pytest.raises(ValueError, match=message):
+        DatasetCatalog.get(unique_prefix + "bad")
+
+
+def test_invalid_panoptic_json(tmp_path, unique_prefix):
+    files = fd.make_custom_panoptic(str(tmp_path))
+    with open(files["panoptic_json"], "w") as f:
+        f.write('{"annotations": [')
+    with pytest.raises(ValueError, match=r"panoptic.json is not valid JSON: Expecting value: line 1"):
+        register_panoptic_dataset(unique_prefix + "bad", image_root=files["image_root"],
+                                  panoptic_root=files["panoptic_root"], panoptic_json=files["panoptic_json"])
+    register_panoptic_dataset(unique_prefix + "bad", image_root=files["image_root"],
+                              panoptic_root=files["panoptic_root"], panoptic_json=files["panoptic_json"],
+                              categories=fd.CUSTOM_CATEGORIES)
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        DatasetCatalog.get(unique_prefix + "bad")
+
+
+def test_image_without_segments_loads(tmp_path, unique_prefix):
+    """An annotation with no (or only crowd) segments is kept: the mapper gives empty targets, which train."""
+    _register_with_json(tmp_path, unique_prefix + "empty", lambda d: d["annotations"][0].update(segments_info=[]))
+    records = DatasetCatalog.get(unique_prefix + "empty")
+    assert len(records) == 2 and records[0]["segments_info"] == []
