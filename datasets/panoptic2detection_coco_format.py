@@ -13,22 +13,18 @@ against the val json this writes by default::
 Categories (with ``isthing``) come from ``--categories-json-file`` (a list, or a dict with "categories", such as
 panoptic_coco_categories.json), else from the panoptic json itself, else from Detectron2's COCO_CATEGORIES.
 """
-import argparse
 import json
 import logging
 import os
 import sys
 
-import numpy as np
 import pycocotools.mask as mask_util
-from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  (datasets/_common.py)
+from _common import rgb2id  # noqa: E402,F401  (kept importable from this script)
 
 logger = logging.getLogger("panoptic2detection")
-
-
-def rgb2id(rgb):
-    rgb = rgb.astype(np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def load_categories(categories_json_file, panoptic_data):
@@ -53,20 +49,12 @@ def load_categories(categories_json_file, panoptic_data):
 
 def convert(input_json_file, segmentations_folder, output_json_file, categories_json_file=None, things_only=False):
     """Write the detection json; returns the number of annotations written."""
-    if not os.path.isfile(input_json_file):
-        raise FileNotFoundError(f"Panoptic annotation json {input_json_file} does not exist.")
-    if not os.path.isdir(segmentations_folder):
-        raise FileNotFoundError(f"Panoptic PNG folder {segmentations_folder} does not exist.")
-    with open(input_json_file) as f:
-        data = json.load(f)
+    data = _common.load_panoptic_json(input_json_file, segmentations_folder)
     categories = load_categories(categories_json_file, data)
     annotations = []
     for ann in data["annotations"]:
         pan_file = os.path.join(segmentations_folder, ann["file_name"])
-        if not os.path.isfile(pan_file):
-            raise FileNotFoundError(f"Panoptic PNG {pan_file} listed in {input_json_file} does not exist.")
-        with Image.open(pan_file) as im:
-            pan = rgb2id(np.asarray(im.convert("RGB")))
+        pan = _common.read_panoptic_png(segmentations_folder, ann["file_name"], input_json_file)
         for seg in ann["segments_info"]:
             cid = seg["category_id"]
             if cid not in categories:
@@ -78,8 +66,7 @@ def convert(input_json_file, segmentations_folder, output_json_file, categories_
             if not mask.any():
                 logger.warning("%s: segment %s is absent from %s; skipped", input_json_file, seg["id"], pan_file)
                 continue
-            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
+            rle = _common.encode_rle(mask)
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": ann["image_id"],
@@ -102,9 +89,8 @@ def convert(input_json_file, segmentations_folder, output_json_file, categories_
 
 
 def main(argv=None):
-    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    coco = os.path.join(root, "coco")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    coco = os.path.join(os.path.expanduser(_common.datasets_root()), "coco")
+    parser = _common.make_parser(__doc__)
     parser.add_argument("--input-json-file", "--input_json_file", dest="input_json_file",
                         default=os.path.join(coco, "annotations", "panoptic_val2017.json"))
     parser.add_argument("--segmentations-folder", "--segmentations_folder", dest="segmentations_folder",
@@ -115,13 +101,8 @@ def main(argv=None):
     parser.add_argument("--things-only", "--things_only", dest="things_only", action="store_true",
                         help="keep thing segments only (what OneFormer's instance evaluation uses)")
     args = parser.parse_args(argv)
-    try:
-        convert(args.input_json_file, args.segmentations_folder, args.output_json_file, args.categories_json_file,
-                args.things_only)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _common.run_reporting_errors(convert, args.input_json_file, args.segmentations_folder,
+                                        args.output_json_file, args.categories_json_file, args.things_only)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,17 @@ on the final PNG. Segment ids are (category + 1) * 1000 + k (k = 0 for stuff, 1,
 
     python datasets/prepare_ade20k_pan_seg.py [--dataset-dir DIR] [--workers N]
 """
-import argparse
 import json
 import os
 import sys
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (datasets/_common.py)
 
 try:
     from oneformer.data.datasets.register_ade20k_panoptic import ADE20K_150_CATEGORIES, ADE20K_THING_IDS
@@ -121,6 +122,48 @@ def read_instance_png(path):
     return ins[..., 0], ins[..., 1]
 
 
+def iter_instances(ins_file, ins_cat, ins_idx, mapping):
+    """Yield (boolean mask, 0-based 150 category id) of every instance of an instance PNG, by instance index.
+
+    ``ins_cat`` / ``ins_idx`` are the PNG's R / G channels (``read_instance_png``), ``mapping`` maps the 1-based
+    instance category to the 150 id. Instances of category 0 (ignore) are skipped. Raises ValueError (naming
+    ``ins_file``) for an instance with several categories or one that ``mapping`` does not list.
+    """
+    for k in np.unique(ins_idx):
+        if k == 0:
+            continue
+        mask = ins_idx == k
+        cats = np.unique(ins_cat[mask])
+        if len(cats) != 1:
+            raise ValueError(f"{ins_file}: instance {int(k)} has several categories {cats.tolist()} in its R channel")
+        if cats[0] == 0:
+            continue  # ignored instance
+        if int(cats[0]) not in mapping:
+            raise ValueError(f"{ins_file}: instance {int(k)} has category {int(cats[0])}, which the instance->150 "
+                             "mapping does not list")
+        yield mask, mapping[int(cats[0])]
+
+
+def require_folders(folders):
+    """Raise FileNotFoundError for the first ``(what, path)`` of ``folders`` whose path is not a folder; else None.
+
+    The message for an instance annotation folder says where to download it.
+    """
+    for what, d in folders:
+        if not os.path.isdir(d):
+            hint = (" Download annotations_instance from the ADE20K 2017 instance-segmentation challenge "
+                    "(see datasets/README.md)." if "instance" in what else "")
+            raise FileNotFoundError(f"ADE20K {what} folder {d} does not exist.{hint}")
+
+
+def image_stems(image_dir):
+    """Sorted file stems of the .jpg images in ``image_dir``; raises FileNotFoundError when there are none."""
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(image_dir) if f.endswith(".jpg"))
+    if not stems:
+        raise FileNotFoundError(f"ADE20K image folder {image_dir} holds no .jpg files.")
+    return stems
+
+
 def convert_image(stem, image_dir, semantic_dir, instance_dir, out_dir, mapping, thing_ids):
     """Write the panoptic PNG of one image; return (image entry, annotation entry)."""
     image_file = os.path.join(image_dir, stem + ".jpg")
@@ -148,19 +191,7 @@ def convert_image(stem, image_dir, semantic_dir, instance_dir, out_dir, mapping,
         pan[sem_cat == cat] = sid
         order.append((sid, int(cat)))
     counters = {}
-    for k in np.unique(ins_idx):
-        if k == 0:
-            continue
-        mask = ins_idx == k
-        cats = np.unique(ins_cat[mask])
-        if len(cats) != 1:
-            raise ValueError(f"{ins_file}: instance {int(k)} has several categories {cats.tolist()} in its R channel")
-        if cats[0] == 0:
-            continue  # ignored instance
-        if int(cats[0]) not in mapping:
-            raise ValueError(f"{ins_file}: instance {int(k)} has category {int(cats[0])}, which the instance->150 "
-                             "mapping does not list")
-        cat = mapping[int(cats[0])]
+    for mask, cat in iter_instances(ins_file, ins_cat, ins_idx, mapping):
         counters[cat] = counters.get(cat, 0) + 1
         if counters[cat] >= SEGMENT_ID_DIVISOR:
             raise ValueError(f"{ins_file}: more than {SEGMENT_ID_DIVISOR - 1} instances of category {cat}")
@@ -181,11 +212,7 @@ def convert_image(stem, image_dir, semantic_dir, instance_dir, out_dir, mapping,
 
 
 def prepare(dataset_dir, splits=tuple(SPLITS), workers=1, mapping_file=None, imgcatids_file=None):
-    root = os.path.join(dataset_dir, "ADEChallengeData2016")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(
-            f"{root} does not exist: unpack ADEChallengeData2016.zip into {dataset_dir} (see datasets/README.md)."
-        )
+    root = _common.ade20k_root(dataset_dir)
     mapping = load_mapping(dataset_dir, mapping_file, imgcatids_file)
     categories = panoptic_categories(mapping)
     thing_ids = {c["id"] for c in categories if c["isthing"]}
@@ -195,24 +222,15 @@ def prepare(dataset_dir, splits=tuple(SPLITS), workers=1, mapping_file=None, img
         image_dir = os.path.join(root, "images", dirname)
         semantic_dir = os.path.join(root, "annotations", dirname)
         instance_dir = os.path.join(root, "annotations_instance", dirname)
-        for what, d in (("image", image_dir), ("semantic label", semantic_dir), ("instance annotation", instance_dir)):
-            if not os.path.isdir(d):
-                hint = (" Download annotations_instance from the ADE20K 2017 instance-segmentation challenge "
-                        "(see datasets/README.md)." if "instance" in what else "")
-                raise FileNotFoundError(f"ADE20K {what} folder {d} does not exist.{hint}")
-        stems = sorted(os.path.splitext(f)[0] for f in os.listdir(image_dir) if f.endswith(".jpg"))
-        if not stems:
-            raise FileNotFoundError(f"ADE20K image folder {image_dir} holds no .jpg files.")
+        require_folders((("image", image_dir), ("semantic label", semantic_dir),
+                         ("instance annotation", instance_dir)))
+        stems = image_stems(image_dir)
         out_dir = os.path.join(root, f"ade20k_panoptic_{name}")
         out_file = os.path.join(root, f"ade20k_panoptic_{name}.json")
         os.makedirs(out_dir, exist_ok=True)
         job = partial(convert_image, image_dir=image_dir, semantic_dir=semantic_dir, instance_dir=instance_dir,
                       out_dir=out_dir, mapping=mapping, thing_ids=thing_ids)
-        if workers > 1:
-            with Pool(workers) as pool:
-                results = pool.map(job, stems, chunksize=16)
-        else:
-            results = [job(s) for s in stems]
+        results = _common.map_jobs(job, stems, workers, chunksize=16)
         with open(out_file, "w") as f:
             json.dump({"images": [r[0] for r in results], "annotations": [r[1] for r in results],
                        "categories": categories}, f)
@@ -221,22 +239,25 @@ def prepare(dataset_dir, splits=tuple(SPLITS), workers=1, mapping_file=None, img
     return outputs
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset-dir", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-                        help="folder holding ADEChallengeData2016/ (default: $DETECTRON2_DATASETS or ./datasets)")
+def run_cli(prepare_fn, doc, argv=None):
+    """The command line of this script and prepare_ade20k_ins_seg.py; returns the exit status (0, or 1 on errors).
+
+    Parses ``argv`` (``doc`` is the help text) and calls ``prepare_fn(dataset_dir, splits, workers, mapping_file,
+    imgcatids_file)``.
+    """
+    parser = _common.make_parser(doc)
+    _common.add_dataset_dir_arg(parser, "ADEChallengeData2016/")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--mapping-file", help=f"{MAPPING_FILE} (default: looked up next to the data, else built in)")
     parser.add_argument("--imgcatids-file", help=f"{IMGCATIDS_FILE}, only cross-checked against the mapping")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    _common.add_workers_arg(parser)
     args = parser.parse_args(argv)
-    try:
-        prepare(os.path.expanduser(args.dataset_dir), args.splits, args.workers, args.mapping_file,
-                args.imgcatids_file)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _common.run_reporting_errors(prepare_fn, os.path.expanduser(args.dataset_dir), args.splits, args.workers,
+                                        args.mapping_file, args.imgcatids_file)
+
+
+def main(argv=None):
+    return run_cli(prepare, __doc__, argv)
 
 
 if __name__ == "__main__":

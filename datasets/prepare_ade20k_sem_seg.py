@@ -7,14 +7,15 @@ OneFormer's ADE20K datasets expect 0..149 with 255 = ignore. Subtracting 1 in ui
     python datasets/prepare_ade20k_sem_seg.py                 # $DETECTRON2_DATASETS/ADEChallengeData2016
     python datasets/prepare_ade20k_sem_seg.py --dataset-dir /data --workers 8
 """
-import argparse
 import os
 import sys
 from functools import partial
-from multiprocessing import Pool
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  (datasets/_common.py)
 
 SPLITS = ("training", "validation")
 
@@ -33,11 +34,7 @@ def _convert_one(name, in_dir, out_dir):
 
 def prepare(dataset_dir, splits=SPLITS, workers=1):
     """Convert every split; returns {split: number of files written}. Raises FileNotFoundError for missing inputs."""
-    root = os.path.join(dataset_dir, "ADEChallengeData2016")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(
-            f"{root} does not exist: unpack ADEChallengeData2016.zip into {dataset_dir} (see datasets/README.md)."
-        )
+    root = _common.ade20k_root(dataset_dir)
     counts = {}
     for split in splits:
         in_dir = os.path.join(root, "annotations", split)
@@ -49,31 +46,19 @@ def prepare(dataset_dir, splits=SPLITS, workers=1):
         out_dir = os.path.join(root, "annotations_detectron2", split)
         os.makedirs(out_dir, exist_ok=True)
         job = partial(_convert_one, in_dir=in_dir, out_dir=out_dir)
-        if workers > 1:
-            with Pool(workers) as pool:
-                for _ in pool.imap_unordered(job, names, chunksize=64):
-                    pass
-        else:
-            for name in names:
-                job(name)
+        _common.map_jobs(job, names, workers, chunksize=64)
         counts[split] = len(names)
         print(f"{split}: wrote {len(names)} labels to {out_dir}")
     return counts
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset-dir", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-                        help="folder holding ADEChallengeData2016/ (default: $DETECTRON2_DATASETS or ./datasets)")
+    parser = _common.make_parser(__doc__)
+    _common.add_dataset_dir_arg(parser, "ADEChallengeData2016/")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    _common.add_workers_arg(parser)
     args = parser.parse_args(argv)
-    try:
-        prepare(os.path.expanduser(args.dataset_dir), args.splits, args.workers)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _common.run_reporting_errors(prepare, os.path.expanduser(args.dataset_dir), args.splits, args.workers)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Re-registering a name replaces the earlier registration, so importing or reloadi
 Your own data: ``register_panoptic_dataset`` / ``register_semantic_dataset`` / ``register_instance_dataset``.
 """
 import detectron2.data.datasets  # noqa: F401  (Detectron2's built-in registrations must come first)
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import builtin as _d2_builtin
 
 from . import (  # noqa: F401
@@ -30,7 +30,13 @@ from . import (  # noqa: F401
     register_mapillary_vistas_panoptic,
     register_synthetic,
 )
-from .custom import datasets_root, register_instance_dataset, register_panoptic_dataset, register_semantic_dataset
+from .custom import (
+    datasets_root,
+    register_instance_dataset,
+    register_panoptic_dataset,
+    register_semantic_dataset,
+    unregister,
+)
 from .register_ade20k_instance import register_all_ade20k_instance
 from .register_ade20k_panoptic import register_all_ade20k_panoptic
 from .register_cityscapes_panoptic import register_all_cityscapes_panoptic
@@ -67,10 +73,7 @@ def _ensure_detectron2_builtins(root):
         if names <= set(DatasetCatalog.list()):
             continue
         for name in names:
-            if name in DatasetCatalog.list():
-                DatasetCatalog.remove(name)
-            if name in MetadataCatalog.list():
-                MetadataCatalog.remove(name)
+            unregister(name)
         register(root)
 
 

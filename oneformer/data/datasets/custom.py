@@ -28,7 +28,7 @@ annotations). ``register_semantic_dataset`` and ``register_instance_dataset`` co
 
 The module also holds the pieces the built-in registrations share: ``load_panoptic_json`` (the panoptic loader with
 clear errors), ``load_instance_json`` (a COCO-instances loader mapping category ids through fixed metadata),
-``build_panoptic_metadata`` and ``register_or_replace``.
+``build_panoptic_metadata``, ``panoptic_split_metadata``, ``register_or_replace`` and ``unregister``.
 """
 import json
 import logging
@@ -47,6 +47,8 @@ __all__ = [
     "load_panoptic_json",
     "load_instance_json",
     "register_or_replace",
+    "unregister",
+    "panoptic_split_metadata",
     "datasets_root",
 ]
 
@@ -73,6 +75,14 @@ def datasets_root():
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
+def unregister(name):
+    """Remove ``name`` from DatasetCatalog and MetadataCatalog where it is registered; returns None."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
 def register_or_replace(name, loader, metadata):
     """Register ``loader`` under ``name`` with ``metadata``, replacing any earlier registration of that name.
 
@@ -80,13 +90,29 @@ def register_or_replace(name, loader, metadata):
     example Detectron2's own ``cityscapes_fine_panoptic_*``, or ours after a module reload) is removed from both
     catalogs first.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
+    unregister(name)
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(**metadata)
     return MetadataCatalog.get(name)
+
+
+def panoptic_split_metadata(
+    class_meta, *, image_root, panoptic_root, panoptic_json, evaluator_type, ignore_label=255, label_divisor=1000,
+    **files
+):
+    """The metadata dict of one panoptic split: ``class_meta`` (class names / colors / id maps) plus the locations
+    ``panoptic_root``, ``image_root``, ``panoptic_json`` and any further ``files`` fields (e.g. ``sem_seg_root``,
+    ``json_file``, ``gt_dir``), ``evaluator_type``, ``ignore_label`` and ``label_divisor``."""
+    return dict(
+        class_meta,
+        panoptic_root=panoptic_root,
+        image_root=image_root,
+        panoptic_json=panoptic_json,
+        **files,
+        evaluator_type=evaluator_type,
+        ignore_label=ignore_label,
+        label_divisor=label_divisor,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -365,10 +391,10 @@ def register_panoptic_dataset(
         return load_panoptic_json(panoptic_json, image_root, panoptic_root, sem_seg_root, tmap, smap,
                                   image_ext=image_ext)
 
-    metadata = dict(
+    metadata = panoptic_split_metadata(
         class_meta,
-        panoptic_root=panoptic_root,
         image_root=image_root,
+        panoptic_root=panoptic_root,
         panoptic_json=panoptic_json,
         json_file=instance_json,
         evaluator_type=evaluator_type,
@@ -452,10 +478,7 @@ def register_instance_dataset(name, *, image_root, json_file, categories=None):
 def _register_coco_instances_with_fixed_ids(name, metadata, json_file, image_root, hint=""):
     """``register_coco_instances`` (metadata: json_file, image_root, evaluator_type "coco", ...), then its loader is
     swapped for ``load_instance_json`` so that the json's category names never overwrite ``thing_classes``."""
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
+    unregister(name)
     register_coco_instances(name, metadata, json_file, image_root)
     thing_map = dict(metadata["thing_dataset_id_to_contiguous_id"])
     DatasetCatalog.remove(name)

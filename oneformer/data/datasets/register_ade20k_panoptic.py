@@ -17,7 +17,7 @@ import os
 
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
-from .custom import datasets_root, load_panoptic_json, register_or_replace
+from .custom import datasets_root, load_panoptic_json, panoptic_split_metadata, register_or_replace
 
 __all__ = [
     "ADE20K_150_CATEGORIES",
@@ -126,16 +126,14 @@ def register_ade20k_panoptic(name, metadata, image_root, panoptic_root, panoptic
     return register_or_replace(
         name,
         lambda: load_ade20k_panoptic_json(panoptic_json, image_root, panoptic_root, sem_seg_root, metadata),
-        dict(
+        panoptic_split_metadata(
             metadata,
-            panoptic_root=panoptic_root,
             image_root=image_root,
+            panoptic_root=panoptic_root,
             panoptic_json=panoptic_json,
             sem_seg_root=sem_seg_root,
             json_file=instances_json,
             evaluator_type="ade20k_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
         ),
     )
 

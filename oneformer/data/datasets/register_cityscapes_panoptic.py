@@ -20,7 +20,7 @@ import os
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 from detectron2.data.datasets.cityscapes_panoptic import get_cityscapes_panoptic_files
 
-from .custom import datasets_root, register_or_replace
+from .custom import datasets_root, panoptic_split_metadata, register_or_replace
 
 __all__ = [
     "CITYSCAPES_PANOPTIC_CATEGORIES",
@@ -143,15 +143,13 @@ def register_all_cityscapes_panoptic(root=None, prefix=""):
         register_or_replace(
             prefix + name,
             lambda x=image_dir, y=gt_dir, z=gt_json, s=sem_dir: load_cityscapes_panoptic(x, y, z, s, meta),
-            dict(
+            panoptic_split_metadata(
                 meta,
-                panoptic_root=gt_dir,
                 image_root=image_dir,
+                panoptic_root=gt_dir,
                 panoptic_json=gt_json,
                 gt_dir=sem_dir,
                 evaluator_type="cityscapes_panoptic_seg",
-                ignore_label=255,
-                label_divisor=1000,
             ),
         )
         names.append(prefix + name)

@@ -25,6 +25,7 @@ from .custom import (
     datasets_root,
     load_instance_json,
     load_panoptic_json,
+    panoptic_split_metadata,
     register_or_replace,
 )
 
@@ -95,16 +96,14 @@ def register_coco_panoptic_annos_sem_seg(name, metadata, image_root, panoptic_ro
         lambda: load_coco_panoptic_json_with_instances(
             panoptic_json, image_root, panoptic_root, sem_seg_root, instances_json, metadata
         ),
-        dict(
+        panoptic_split_metadata(
             metadata,
-            panoptic_root=panoptic_root,
             image_root=image_root,
+            panoptic_root=panoptic_root,
             panoptic_json=panoptic_json,
             sem_seg_root=sem_seg_root,
             json_file=instances_json,
             evaluator_type="coco_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
         ),
     )
 

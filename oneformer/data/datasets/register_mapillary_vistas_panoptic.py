@@ -13,7 +13,7 @@ semantic label PNGs. ``thing_classes`` and ``stuff_classes`` both list all 65 na
 """
 import os
 
-from .custom import datasets_root, load_panoptic_json, register_or_replace
+from .custom import datasets_root, load_panoptic_json, panoptic_split_metadata, register_or_replace
 
 __all__ = [
     "MAPILLARY_VISTAS_CATEGORIES",
@@ -145,15 +145,14 @@ def register_all_mapillary_vistas_panoptic(root=None, prefix=""):
                 image_ext=".jpg",
                 hint="Download and unpack Mapillary Vistas v1.2 (see datasets/README.md).",
             ),
-            dict(
+            panoptic_split_metadata(
                 meta,
-                panoptic_root=pan_dir,
                 image_root=image_dir,
+                panoptic_root=pan_dir,
                 panoptic_json=pan_json,
                 sem_seg_root=sem_dir,
                 evaluator_type="mapillary_vistas_panoptic_seg",
                 ignore_label=65,
-                label_divisor=1000,
             ),
         )
         names.append(prefix + name)

@@ -8,12 +8,15 @@ Output: dict ``res2..res5`` (strides 4, 8, 16, 32; channels DIMS), NCHW, each th
 
 Parameter names follow the original checkpoints (``downsample_layers.{i}.{0,1}``, ``stages.{i}.{j}``, ``norm{i}``).
 """
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from .common import D2BackboneMixin, init_trunc_normal
 from .swin import DropPath
 
 __all__ = ["LayerNorm", "Block", "ConvNeXt", "D2ConvNeXt"]
@@ -118,14 +121,7 @@ class ConvNeXt(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", LayerNorm(dims[i], eps=1e-6, data_format="channels_first"))
 
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(partial(init_trunc_normal, types=(nn.Conv2d, nn.Linear)))
 
     def forward(self, x):
         outs = {}
@@ -137,7 +133,7 @@ class ConvNeXt(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class D2ConvNeXt(ConvNeXt, Backbone):
+class D2ConvNeXt(D2BackboneMixin, ConvNeXt, Backbone):
     """Detectron2 wrapper built from MODEL.CONVNEXT.*; outputs res2..res5 filtered by MODEL.CONVNEXT.OUT_FEATURES."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
@@ -150,29 +146,17 @@ class D2ConvNeXt(ConvNeXt, Backbone):
             layer_scale_init_value=c.LSIT,
             out_indices=list(c.OUT_INDICES),
         )
-        self._in_chans = c.IN_CHANNELS
-        self._out_features = list(c.OUT_FEATURES)
         names = {f"res{i + 2}": i for i in self.out_indices}
-        unknown = [f for f in self._out_features if f not in names]
-        assert not unknown, (
-            f"MODEL.CONVNEXT.OUT_FEATURES {unknown} are not produced by OUT_INDICES {list(self.out_indices)}"
+        self._init_outputs(
+            c.IN_CHANNELS,
+            c.OUT_FEATURES,
+            strides={n: 4 * 2**i for n, i in names.items()},
+            channels={n: self.dims[i] for n, i in names.items()},
+            unknown_error=(
+                f"MODEL.CONVNEXT.OUT_FEATURES {{unknown}} are not produced by OUT_INDICES {list(self.out_indices)}"
+            ),
         )
-        self._out_feature_strides = {n: 4 * 2**i for n, i in names.items()}
-        self._out_feature_channels = {n: self.dims[i] for n, i in names.items()}
 
     def forward(self, x):
-        assert x.dim() == 4 and (torch.jit.is_tracing() or x.shape[1] == self._in_chans), (  # traced sizes: no check
-            f"ConvNeXt takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
-        )
-        y = super().forward(x)
-        return {k: v for k, v in y.items() if k in self._out_features}
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
-            for name in self._out_features
-        }
-
-    @property
-    def size_divisibility(self):
-        return 32
+        self._check_input(x, "ConvNeXt", skip_channel_check=torch.jit.is_tracing())  # traced sizes: no check
+        return self._select_outputs(super().forward(x))

@@ -23,6 +23,7 @@ from torch.autograd.function import once_differentiable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from .common import D2BackboneMixin, init_trunc_normal, input_channels
 from .swin import DropPath, Mlp
 
 __all__ = [
@@ -501,17 +502,7 @@ class DiNAT(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", norm_layer(self.num_features[i]))
 
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     def forward(self, x):
         x = self.pos_drop(self.patch_embed(x))
@@ -525,12 +516,12 @@ class DiNAT(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class D2DiNAT(DiNAT, Backbone):
+class D2DiNAT(D2BackboneMixin, DiNAT, Backbone):
     """Detectron2 wrapper built from MODEL.DiNAT.*; outputs res2..res5 filtered by MODEL.DiNAT.OUT_FEATURES."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
         c = cfg.MODEL.DiNAT
-        in_chans = input_shape.channels if input_shape is not None and input_shape.channels is not None else 3
+        in_chans = input_channels(input_shape)
         super().__init__(
             embed_dim=c.EMBED_DIM,
             mlp_ratio=c.MLP_RATIO,
@@ -546,27 +537,15 @@ class D2DiNAT(DiNAT, Backbone):
             drop_rate=c.DROP_RATE,
             attn_drop_rate=c.ATTN_DROP_RATE,
         )
-        self._in_chans = in_chans
-        self._out_features = list(c.OUT_FEATURES)
         names = {f"res{i + 2}": i for i in self.out_indices}
-        unknown = [f for f in self._out_features if f not in names]
-        assert not unknown, f"MODEL.DiNAT.OUT_FEATURES {unknown} not produced by OUT_INDICES {list(self.out_indices)}"
-        self._out_feature_strides = {n: 4 * 2**i for n, i in names.items()}
-        self._out_feature_channels = {n: self.num_features[i] for n, i in names.items()}
+        self._init_outputs(
+            in_chans,
+            c.OUT_FEATURES,
+            strides={n: 4 * 2**i for n, i in names.items()},
+            channels={n: self.num_features[i] for n, i in names.items()},
+            unknown_error=f"MODEL.DiNAT.OUT_FEATURES {{unknown}} not produced by OUT_INDICES {list(self.out_indices)}",
+        )
 
     def forward(self, x):
-        assert x.dim() == 4 and x.shape[1] == self._in_chans, (
-            f"DiNAT takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
-        )
-        y = super().forward(x)
-        return {k: v for k, v in y.items() if k in self._out_features}
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
-            for name in self._out_features
-        }
-
-    @property
-    def size_divisibility(self):
-        return 32
+        self._check_input(x, "DiNAT")
+        return self._select_outputs(super().forward(x))

@@ -17,6 +17,8 @@ import torch.utils.checkpoint as checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from .common import D2BackboneMixin, init_trunc_normal, input_channels
+
 __all__ = ["DropPath", "Mlp", "SwinTransformer", "D2SwinTransformer"]
 
 
@@ -427,17 +429,7 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", norm_layer(self.num_features[i]))
 
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     def forward(self, x):
         x = self.patch_embed(x)
@@ -457,12 +449,12 @@ class SwinTransformer(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class D2SwinTransformer(SwinTransformer, Backbone):
+class D2SwinTransformer(D2BackboneMixin, SwinTransformer, Backbone):
     """Detectron2 wrapper built from MODEL.SWIN.*; outputs res2..res5 filtered by MODEL.SWIN.OUT_FEATURES."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
         c = cfg.MODEL.SWIN
-        in_chans = input_shape.channels if input_shape is not None and input_shape.channels is not None else 3
+        in_chans = input_channels(input_shape)
         super().__init__(
             pretrain_img_size=c.PRETRAIN_IMG_SIZE,
             patch_size=c.PATCH_SIZE,
@@ -482,27 +474,15 @@ class D2SwinTransformer(SwinTransformer, Backbone):
             patch_norm=c.PATCH_NORM,
             use_checkpoint=c.USE_CHECKPOINT,
         )
-        self._in_chans = in_chans
-        self._out_features = list(c.OUT_FEATURES)
         names = [f"res{i + 2}" for i in range(self.num_layers)]
-        unknown = [f for f in self._out_features if f not in names]
-        assert not unknown, f"MODEL.SWIN.OUT_FEATURES has unknown names {unknown}; choose from {names}"
-        self._out_feature_strides = {n: c.PATCH_SIZE * 2**i for i, n in enumerate(names)}
-        self._out_feature_channels = {n: self.num_features[i] for i, n in enumerate(names)}
+        self._init_outputs(
+            in_chans,
+            c.OUT_FEATURES,
+            strides={n: c.PATCH_SIZE * 2**i for i, n in enumerate(names)},
+            channels={n: self.num_features[i] for i, n in enumerate(names)},
+            unknown_error=f"MODEL.SWIN.OUT_FEATURES has unknown names {{unknown}}; choose from {names}",
+        )
 
     def forward(self, x):
-        assert x.dim() == 4 and (_tracing() or x.shape[1] == self._in_chans), (
-            f"SwinTransformer takes an input of shape (N, {self._in_chans}, H, W); got {tuple(x.shape)} instead"
-        )
-        y = super().forward(x)
-        return {k: v for k, v in y.items() if k in self._out_features}
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
-            for name in self._out_features
-        }
-
-    @property
-    def size_divisibility(self):
-        return 32
+        self._check_input(x, "SwinTransformer", skip_channel_check=_tracing())
+        return self._select_outputs(super().forward(x))
