@@ -107,6 +107,9 @@ def add_common_config(cfg):
     # Added here (not in the original): "fp32" runs the pixel decoder in float32 as the original always does;
     # "autocast" lets it follow a surrounding torch.autocast (float16/bfloat16 deformable attention on CUDA).
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION = "fp32"
+    # Added here: how float32 linear layers run in CPU inference, "onednn" (faster on the model's GEMM shapes, see
+    # oneformer/modeling/cpu_linear.py) or "native" (PyTorch's F.linear, MKL). Training and GPUs are unaffected.
+    cfg.MODEL.CPU_LINEAR_BACKEND = "onednn"
 
 
 def add_oneformer_config(cfg):

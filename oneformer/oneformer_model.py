@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data.tokenizer import Tokenize, get_default_tokenizer
+from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
 from .modeling.inference import instance_inference, panoptic_inference, semantic_inference
 from .modeling.matcher import HungarianMatcher
@@ -78,6 +79,7 @@ class OneFormer(nn.Module):
         max_seq_len: int,
         is_demo: bool,
         default_task: str = "panoptic",
+        cpu_linear_backend: str = "onednn",
     ):
         super().__init__()
         self.backbone = backbone
@@ -111,6 +113,10 @@ class OneFormer(nn.Module):
         self.task_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=task_seq_len)
         self.text_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=max_seq_len)
         self._task_ids: Dict[str, torch.Tensor] = {}
+        if cpu_linear_backend not in CPU_LINEAR_BACKENDS:
+            raise ValueError(f"MODEL.CPU_LINEAR_BACKEND must be one of {CPU_LINEAR_BACKENDS}, got {cpu_linear_backend!r}")
+        if cpu_linear_backend == "onednn":
+            use_onednn_linear(self)
 
     @classmethod
     def from_config(cls, cfg):
@@ -178,6 +184,7 @@ class OneFormer(nn.Module):
             "max_seq_len": cfg.INPUT.MAX_SEQ_LEN,
             "is_demo": cfg.MODEL.IS_DEMO,
             "default_task": test.TASK,
+            "cpu_linear_backend": cfg.MODEL.CPU_LINEAR_BACKEND,
         }
 
     @property

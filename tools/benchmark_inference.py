@@ -11,6 +11,13 @@ Prints median latency after warm-up runs, peak memory, the ratio, a per-stage br
 decoder, transformer decoder, post-processing) and, for the panoptic task, how many pixels the two panoptic
 segmentations agree on.
 
+transformers' ``post_process_panoptic_segmentation`` does not follow the original's rule (spec §7), which ours does:
+it resizes sigmoid probabilities instead of logits, gives every pixel to its arg-max query even where that query's
+mask is below 0.5 (the original leaves such pixels void), and measures a query's own area on score-weighted
+probabilities. The two segmentations therefore differ near mask borders and in uncertain regions even with identical
+logits. To separate that from model differences, the panoptic task also reports the agreement between transformers'
+output and transformers' rules re-applied to our model's logits (:func:`transformers_rules_panoptic`).
+
 Random weights give near-uniform class probabilities, so no query passes the thresholds and post-processing has
 nothing to do. ``--confident S`` multiplies the class head and the last mask-embedding layer of both models by S, so
 that, like a trained model, some queries are confident and mask probabilities saturate (default 8 with random
@@ -30,6 +37,7 @@ import time
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -71,6 +79,13 @@ def build_ours(args, cfg):
             pred.mask_embed.layers[-1].weight.mul_(args.confident)
             pred.mask_embed.layers[-1].bias.mul_(args.confident)
     return model
+
+
+def load_image(path):
+    """An image file as uint8 RGB, 3×H×W."""
+    from oneformer.utils.image_io import read_image
+
+    return torch.from_numpy(np.ascontiguousarray(read_image(path, "RGB").transpose(2, 0, 1)))
 
 
 def make_input(size, seed):
@@ -116,8 +131,8 @@ def worker_ours(args, weights_path, queue):
     cfg = setup_cfg(args)
     model = build_ours(args, cfg)
     model.load_state_dict(torch.load(weights_path, weights_only=True))
-    image = make_input(args.size, args.seed)
-    inputs = [{"image": image, "task": args.task, "height": args.size, "width": args.size}]
+    image = load_image(args.image) if args.image else make_input(args.size, args.seed)
+    inputs = [{"image": image, "task": args.task, "height": image.shape[-2], "width": image.shape[-1]}]
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -156,10 +171,13 @@ def worker_ours(args, weights_path, queue):
     if args.task == "panoptic":
         ids, segments = out["panoptic_seg"]
         result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
+        result["panoptic_transformers_rules"] = transformers_rules_panoptic(
+            outputs["pred_logits"][0].float().cpu(), outputs["pred_masks"][0].float().cpu(), tuple(ids.shape),
+            cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids(cfg))
     queue.put(result)
 
 
-def worker_hf(args, hf_dir, pixel_values, task_ids, thresholds, queue):
+def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, queue):
     torch.set_num_threads(args.threads)
     from transformers import OneFormerForUniversalSegmentation, OneFormerImageProcessor
 
@@ -167,7 +185,7 @@ def worker_hf(args, hf_dir, pixel_values, task_ids, thresholds, queue):
     processor = OneFormerImageProcessor()
     pixel_values = pixel_values.to(args.device)
     task_ids = task_ids.to(args.device)
-    target = [(args.size, args.size)]
+    target = [tuple(pixel_values.shape[-2:]) if image_size is None else image_size]
     object_threshold, overlap, stuff_ids = thresholds
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -190,6 +208,50 @@ def worker_hf(args, hf_dir, pixel_values, task_ids, thresholds, queue):
         r = run()
         result["panoptic"] = (r["segmentation"].cpu(), {s["id"]: s["label_id"] for s in r["segments_info"]})
     queue.put(result)
+
+
+def stuff_ids(cfg):
+    """Contiguous ids of the stuff classes of the config's training dataset (what transformers fuses per class)."""
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    thing_ids = set(getattr(meta, "thing_dataset_id_to_contiguous_id", {}).values())
+    return set(range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)) - thing_ids
+
+
+def transformers_rules_panoptic(mask_cls, mask_pred, size, threshold, overlap, fuse_ids):
+    """transformers' ``post_process_panoptic_segmentation`` rules applied to one image's logits (a diagnostic).
+
+    Args:
+        mask_cls: (Q, K+1) class logits; mask_pred: (Q, h, w) mask logits; size: (H, W) output size.
+    Returns:
+        (segmentation (H, W) int32, {segment id: class}), as the benchmark compares them.
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > threshold)
+    probs, scores, labels = mask_pred[keep].sigmoid(), scores[keep], labels[keep]
+    segmentation = torch.zeros(size, dtype=torch.int32)
+    classes = {}
+    if probs.shape[0] == 0:
+        return segmentation, classes
+    probs = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]  # probabilities resized
+    probs *= scores.view(-1, 1, 1)  # areas below are measured on score-weighted probabilities
+    owner = probs.argmax(0)  # every pixel has an owner: no void for low probabilities
+    current, fused = 0, {}
+    for k, c in enumerate(labels.tolist()):
+        mask_k = owner == k
+        area, original = mask_k.sum().item(), (probs[k] >= 0.5).sum().item()
+        if not (area > 0 and original > 0 and area / original > overlap):
+            continue
+        if c in fused:
+            current = fused[c]
+        else:
+            current += 1
+        segmentation[mask_k] = current
+        classes[current] = c
+        if c in fuse_ids:
+            fused[c] = current
+    return segmentation, classes
 
 
 def _in_process(target, *args):
@@ -231,7 +293,8 @@ def panoptic_agreement(a, b):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=os.path.join(REPO, "configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml"))
-    parser.add_argument("--size", type=int, default=512, help="square image side")
+    parser.add_argument("--size", type=int, default=512, help="square image side (of the synthetic input image)")
+    parser.add_argument("--image", default="", help="an image file to use instead of the synthetic input")
     parser.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "instance"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
@@ -253,23 +316,20 @@ def main(argv=None):
         parser.error("--device cuda but no GPU is visible")
 
     import oneformer  # noqa: F401
-    from detectron2.data import MetadataCatalog
 
     model = build_ours(args, cfg)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    image = make_input(args.size, args.seed)
+    image = load_image(args.image) if args.image else make_input(args.size, args.seed)
     with torch.no_grad():
         pixel_values = model.preprocess_image([{"image": image.to(model.device)}]).tensor.cpu()
     task_ids = model.task_token_ids(args.task)[None]
-    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-    thing_ids = set(getattr(meta, "thing_dataset_id_to_contiguous_id", {}).values())
-    stuff_ids = set(range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)) - thing_ids
-    thresholds = (cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids)
+    thresholds = (cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids(cfg))
     params = sum(v.numel() for v in model.parameters())
     del model
 
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} threads"
-    print(f"# {os.path.relpath(args.config_file, REPO)} | {args.size}x{args.size}, batch 1, task {args.task}, "
+    h, w = image.shape[-2:]
+    print(f"# {os.path.relpath(args.config_file, REPO)} | {args.image or 'synthetic image'} {h}x{w}, batch 1, task {args.task}, "
           f"{args.precision} | {device_name} | torch {torch.__version__} | {params / 1e6:.1f}M params | "
           f"weights: {cfg.MODEL.WEIGHTS or f'random (seed {args.seed}), confident x{args.confident:g}'}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,7 +348,7 @@ def main(argv=None):
             hf_dir = os.path.join(tmp, "hf")
             hf_model.save_pretrained(hf_dir)
             del hf_model, hf_state
-            hf = _in_process(worker_hf, args, hf_dir, pixel_values, task_ids, thresholds)
+            hf = _in_process(worker_hf, args, hf_dir, pixel_values, (h, w), task_ids, thresholds)
 
     print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}")
     print(f"{'ours':28s}{ours['latency'] * 1e3:>15.0f} ms{ours['peak_mb']:>11.0f} MB")
@@ -298,8 +358,13 @@ def main(argv=None):
     print("ours per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in ours["stages"].items()))
     if hf is not None and args.task == "panoptic":
         cat, seg = panoptic_agreement(ours["panoptic"], hf["panoptic"])
+        void = (ours["panoptic"][0] == 0).float().mean().item()
         print(f"panoptic agreement: {cat * 100:.3f}% of pixels same category, {seg * 100:.3f}% same segment; "
-              f"segments: ours {len(ours['panoptic'][1])}, transformers {len(hf['panoptic'][1])}")
+              f"segments: ours {len(ours['panoptic'][1])}, transformers {len(hf['panoptic'][1])}; "
+              f"void (original rule): {void * 100:.3f}% of pixels")
+        cat, seg = panoptic_agreement(ours["panoptic_transformers_rules"], hf["panoptic"])
+        print(f"transformers' rules on our logits vs transformers: {cat * 100:.3f}% same category, "
+              f"{seg * 100:.3f}% same segment")
     return ours, hf
 
 

@@ -54,18 +54,15 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     idx = keep.nonzero().squeeze(1)
-    cur_masks = resize(mask_pred[idx]).sigmoid()
-    h, w = cur_masks.shape[-2:]
-    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=cur_masks.device)
     n = idx.numel()
     if n == 0:
-        return panoptic_seg, []
+        h, w = resize(mask_pred[:0]).shape[-2:]
+        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
     cur_scores = scores[idx]
     cur_classes = labels[idx].tolist()
-    owner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)  # (H, W): the query each pixel goes to
-    own_fg = cur_masks.gather(0, owner[None])[0] >= 0.5  # the owner's own mask covers the pixel
+    owner, own_prob, original_area = _owners(mask_pred[idx], cur_scores, resize)
+    own_fg = own_prob >= 0.5  # the owner's own mask covers the pixel
     mask_area = torch.bincount(owner.flatten(), minlength=n).tolist()
-    original_area = (cur_masks >= 0.5).flatten(1).sum(1).tolist()
     final_area = torch.bincount(owner[own_fg], minlength=n).tolist()
 
     things = set(int(t) for t in thing_ids)
@@ -88,8 +85,42 @@ def panoptic_inference(
         segment_of[k] = segment_id
         segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": cls})
     lut = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
-    panoptic_seg = torch.where(own_fg, lut[owner], panoptic_seg)
+    panoptic_seg = torch.where(own_fg, lut[owner], 0)
     return panoptic_seg, segments_info
+
+
+def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, chunk_bytes: int = 8 << 20):
+    """For each output pixel, the query with the largest score × sigmoid(mask) (the first one on ties).
+
+    Queries go through ``resize`` a few at a time (about ``chunk_bytes`` of full-resolution masks), keeping a running
+    maximum, so the n full-resolution masks never exist at once; the result equals an argmax over all of them.
+
+    Args:
+        mask_pred: (n, h, w) mask logits, n >= 1; scores: (n,) class probabilities.
+    Returns:
+        owner (H, W) int64, the owner's sigmoid mask value (H, W), and each query's area of sigmoid >= 0.5 as a list.
+    """
+    n = mask_pred.shape[0]
+    best = owner = own_prob = None
+    original_area: List[int] = []
+    start, step = 0, 1  # the first query alone tells the output resolution, which sizes the chunks
+    while start < n:
+        probs = resize(mask_pred[start : start + step]).sigmoid_()  # (c, H, W)
+        c = probs.shape[0]
+        step = max(1, chunk_bytes // max(1, probs[0].numel() * probs.element_size()))
+        # int32 accumulation reads the bool mask as is (an int64 sum would first convert the whole chunk)
+        original_area += (probs >= 0.5).flatten(1).sum(1, dtype=torch.int32).tolist()
+        value, arg = (probs * scores[start : start + c].view(-1, 1, 1)).max(0)
+        prob = probs.gather(0, arg[None])[0]
+        if best is None:
+            best, owner, own_prob = value, arg, prob
+        else:  # strictly greater: an earlier query keeps a tie, as argmax does
+            better = value > best
+            best = torch.where(better, value, best)
+            owner = torch.where(better, arg + start, owner)
+            own_prob = torch.where(better, prob, own_prob)
+        start += c
+    return owner, own_prob, original_area
 
 
 def instance_inference(

@@ -49,6 +49,8 @@ class DropPath(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> activation -> dropout -> fc2 -> dropout, applied on the last dimension."""
 
+    CHUNK_ROWS = 2048  # rows per step in inference (see forward)
+
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
         super().__init__()
         hidden_features = hidden_features or in_features
@@ -59,8 +61,18 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        x = self.drop(self.act(self.fc1(x)))
-        return self.drop(self.fc2(x))
+        """x (..., in_features) -> (..., out_features)."""
+        if torch.is_grad_enabled() or self.training or _tracing() or x.numel() <= self.CHUNK_ROWS * x.shape[-1]:
+            return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        rows = x.numel() // x.shape[-1]
+        # inference on many tokens: a few thousand rows at a time, so that the (rows, hidden) activation stays small
+        # (cache-sized and reused by the allocator rather than a fresh, page-faulting mapping for every call)
+        out = x.new_empty(x.shape[:-1] + (self.fc2.out_features,))
+        flat_in, flat_out = x.reshape(rows, -1), out.view(rows, -1)
+        for start in range(0, rows, self.CHUNK_ROWS):
+            stop = start + self.CHUNK_ROWS
+            flat_out[start:stop] = self.fc2(self.act(self.fc1(flat_in[start:stop])))
+        return out
 
 
 def window_partition(x, window_size: int):
@@ -130,7 +142,8 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
 
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(N, N, h).permute(2, 0, 1)  # (h, N, N)
+        # contiguous, so that adding the shift mask yields a contiguous mask that SDPA takes without a copy
+        bias = bias.view(N, N, h).permute(2, 0, 1).contiguous()  # (h, N, N)
         if mask is None:
             attn_mask = bias.unsqueeze(0)
         else:
@@ -186,49 +199,85 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    def forward(self, x, H: int, W: int, attn_mask=None):
+    def forward(self, x, H: int, W: int, attn_mask=None, window_index=None):
+        """x (B, H*W, C) -> (B, H*W, C). ``attn_mask``: the stage's shift mask (used when shifted);
+        ``window_index``: :func:`window_gather_index` for this block's shift (computed here when None)."""
         B, L, C = x.shape
         tracing = _tracing()
         assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
-        ws = self.window_size
+        mask = attn_mask if self.shift_size > 0 else None
+        if tracing:
+            x_attn = self._attention_traceable(x, H, W, mask)
+        else:
+            x_attn = self._attention_gathered(x, H, W, mask, window_index)
+        x = x + self.drop_path(self.attn.proj_drop(self.attn.proj(x_attn)))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
 
-        shortcut = x
-        # The qkv projection runs before padding and the output projection after cropping: padded tokens are zeros
-        # after the norm, so their q/k/v are just the qkv bias, and their outputs are discarded anyway. Same result
-        # as projecting the padded windows, without the work on padding.
+    def _attention_gathered(self, x, H: int, W: int, mask, window_index):
+        """Window attention before the output projection, (B, H*W, C) -> (B, H*W, C).
+
+        Padding, cyclic shift and window partition are one row gather, and the way back one more: the qkv projection
+        runs on the real tokens plus a single zero row, whose projection (the qkv bias) stands for every padded
+        position, exactly as projecting zero-padded windows would."""
+        B, L, C = x.shape
+        if window_index is None:
+            window_index = window_gather_index(B, H, W, self.window_size, self.shift_size, x.device)
+        index, inverse = window_index
+        xn = self.norm1(x).reshape(B * L, C)
+        if index.numel() > B * L:  # some windows reach into padding: append the zero row they read
+            xn = torch.cat([xn, xn.new_zeros(1, C)])
+        windows = self.attn.qkv(xn).index_select(0, index).view(-1, self.window_size**2, 3 * C)
+        windows = self.attn.attend(windows, mask=mask)
+        return windows.reshape(-1, C).index_select(0, inverse).view(B, L, C)
+
+    def _attention_traceable(self, x, H: int, W: int, mask):
+        """The same as :meth:`_attention_gathered` with pad / roll / partition written out, so that a trace
+        (ONNX, TorchScript) follows H and W."""
+        B, L, C = x.shape
+        ws = self.window_size
         qkv = self.attn.qkv(self.norm1(x)).view(B, H, W, 3 * C)
         pad_r = (ws - W % ws) % ws
         pad_b = (ws - H % ws) % ws
         Hp, Wp = H + pad_b, W + pad_r
-        if tracing:
-            # the same values for any size, padding included (possibly empty): concatenate the qkv bias
-            fill = self.attn.qkv.bias if self.attn.qkv.bias is not None else qkv.new_zeros(3 * C)
-            qkv = torch.cat([qkv, fill.expand(B, H, pad_r, 3 * C)], dim=2)
-            qkv = torch.cat([qkv, fill.expand(B, pad_b, Wp, 3 * C)], dim=1)
-        elif pad_r or pad_b:
-            padded = qkv.new_zeros(B, Hp, Wp, 3 * C)
-            if self.attn.qkv.bias is not None:
-                padded += self.attn.qkv.bias
-            padded[:, :H, :W] = qkv
-            qkv = padded
-
+        # padded positions hold the qkv bias (the projection of a zero token), possibly an empty slab
+        fill = self.attn.qkv.bias if self.attn.qkv.bias is not None else qkv.new_zeros(3 * C)
+        qkv = torch.cat([qkv, fill.expand(B, H, pad_r, 3 * C)], dim=2)
+        qkv = torch.cat([qkv, fill.expand(B, pad_b, Wp, 3 * C)], dim=1)
         if self.shift_size > 0:
             qkv = torch.roll(qkv, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            mask = attn_mask
-        else:
-            mask = None
-
         windows = window_partition(qkv, ws).reshape(-1, ws * ws, 3 * C)
         windows = self.attn.attend(windows, mask=mask)
         x = window_reverse(windows.reshape(-1, ws, ws, C), ws, Hp, Wp)
-
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = self.attn.proj_drop(self.attn.proj(x[:, :H, :W, :].reshape(B, H * W, C)))
+        return x[:, :H, :W, :].reshape(B, H * W, C)
 
-        x = shortcut + self.drop_path(x)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
+
+def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: int, device):
+    """Row indices that turn B maps of H x W tokens into (shifted) windows and back.
+
+    With the tokens flattened to B*H*W rows, plus one extra row at index B*H*W standing for every padded position:
+    ``index`` (B * nW * ws * ws,) picks, for each window position in Swin's order (batch, window row, window column,
+    row in window, column in window) after zero-padding to multiples of ``window_size`` and rolling by
+    ``-shift_size``, the row it holds; ``inverse`` (B * H * W,) gives, for each token row, its position in that
+    windowed order. Returns (index, inverse), int64 on ``device``.
+    """
+    ws, L = window_size, H * W
+    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    rows = (torch.arange(Hp, device=device) + shift_size) % Hp  # rolled row i holds padded row (i + shift) mod Hp
+    cols = (torch.arange(Wp, device=device) + shift_size) % Wp
+    valid = (rows[:, None] < H) & (cols[None, :] < W)
+    src = torch.where(valid, rows[:, None] * W + cols[None, :], -1)
+    src = src.view(Hp // ws, ws, Wp // ws, ws).transpose(1, 2).reshape(-1)  # window order
+    positions = torch.arange(src.numel(), device=device)
+    real = src >= 0
+    inverse = torch.empty(L, dtype=torch.long, device=device)
+    inverse[src[real]] = positions[real]
+    batch = torch.arange(B, device=device)[:, None]
+    index = torch.where(real, src + batch * L, B * L).reshape(-1)
+    inverse = (inverse + batch * src.numel()).reshape(-1)
+    return index, inverse
 
 
 class PatchMerging(nn.Module):
@@ -321,11 +370,16 @@ class BasicLayer(nn.Module):
     def forward(self, x, H: int, W: int):
         """x (B, H*W, C) -> (stage output (B, H*W, C), H, W, downsampled tokens, H', W')."""
         attn_mask = self._shift_mask(H, W, x.device) if self.depth > 1 else None
+        index = {}
+        if not _tracing():  # the gather indices of both window layouts, shared by the blocks
+            for shift in {blk.shift_size for blk in self.blocks}:
+                index[shift] = window_gather_index(x.shape[0], H, W, self.window_size, shift, x.device)
         for blk in self.blocks:
+            idx = index.get(blk.shift_size)
             if self.use_checkpoint and x.requires_grad:
-                x = checkpoint.checkpoint(blk, x, H, W, attn_mask, use_reentrant=False)
+                x = checkpoint.checkpoint(blk, x, H, W, attn_mask, idx, use_reentrant=False)
             else:
-                x = blk(x, H, W, attn_mask)
+                x = blk(x, H, W, attn_mask, idx)
         if self.downsample is not None:
             x_down = self.downsample(x, H, W)
             return x, H, W, x_down, (H + 1) // 2, (W + 1) // 2

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..cpu_linear import OneDNNLinear, onednn_linear
+
 __all__ = ["multi_head_attention"]
 
 
@@ -38,10 +40,12 @@ def multi_head_attention(
         b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
     else:
         b_q = b_k = b_v = None
+    # a model switched to oneDNN CPU linears (MODEL.CPU_LINEAR_BACKEND) projects the inputs that way too
+    linear = onednn_linear if isinstance(mha.out_proj, OneDNNLinear) else F.linear
     # (L, B, C) -> (B, h, L, C/h)
-    q = F.linear(query, w_q, b_q).view(Lq, B, h, C // h).permute(1, 2, 0, 3)
-    k = F.linear(key, w_k, b_k).view(Lk, B, h, C // h).permute(1, 2, 0, 3)
-    v = F.linear(value, w_v, b_v).view(Lk, B, h, C // h).permute(1, 2, 0, 3)
+    q = linear(query, w_q, b_q).view(Lq, B, h, C // h).permute(1, 2, 0, 3)
+    k = linear(key, w_k, b_k).view(Lk, B, h, C // h).permute(1, 2, 0, 3)
+    v = linear(value, w_v, b_v).view(Lk, B, h, C // h).permute(1, 2, 0, 3)
     allowed = None
     if blocked is not None:
         if blocked.dim() == 3 and blocked.shape[0] == B * h and h > 1:

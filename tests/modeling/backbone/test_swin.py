@@ -225,6 +225,30 @@ def test_window_block_matches_oracle(shift, hw):
     assert isinstance(blk, SwinTransformerBlock)
 
 
+@pytest.mark.parametrize("shift", [0, 2])
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10)])
+def test_gathered_windows_equal_traceable_path_with_gradients(shift, hw):
+    """The eager path (one row gather each way) and the export path (pad / roll / partition) agree in values and in
+    the gradients of the input and of the qkv bias, which the padded positions read."""
+    torch.manual_seed(2)
+    from oneformer.modeling.backbone.swin import BasicLayer
+
+    H, W = hw
+    layer = BasicLayer(dim=8, depth=2, num_heads=2, window_size=4).double()
+    blk = layer.blocks[0 if shift == 0 else 1]
+    x = torch.randn(2, H * W, 8, dtype=torch.float64)
+    mask = layer._shift_mask(H, W, x.device).double() if shift else None
+    results = []
+    for path in (blk._attention_gathered, blk._attention_traceable):
+        xi = x.clone().requires_grad_()
+        blk.zero_grad()
+        out = path(xi, H, W, mask, None) if path == blk._attention_gathered else path(xi, H, W, mask)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append((out.detach(), xi.grad, blk.attn.qkv.bias.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_patch_merging_order_and_odd_padding():
     from oneformer.modeling.backbone.swin import PatchMerging
 
