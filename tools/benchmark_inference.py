@@ -7,6 +7,7 @@ tools/convert_hf_oneformer.py, and runs each in its own process (so peak memory 
 - ours: ``model([{"image", "task"}])`` end to end, post-processing included (only the task's output is computed);
 - transformers: the model on the same normalized, padded tensor and task token ids, plus its image processor's
   ``post_process_<task>_segmentation`` with the same thresholds.
+The two processes take turns, one timed run each, so that slow phases of a shared machine affect both alike.
 Prints median latency after warm-up runs, peak memory, the ratio, a per-stage breakdown of ours (backbone, pixel
 decoder, transformer decoder, post-processing) and, for the panoptic task, how many pixels the two panoptic
 segmentations agree on.
@@ -20,7 +21,7 @@ output and transformers' rules re-applied to our model's logits (:func:`transfor
 
 Random weights give near-uniform class probabilities, so no query passes the thresholds and post-processing has
 nothing to do. ``--confident S`` multiplies the class head and the last mask-embedding layer of both models by S, so
-that, like a trained model, some queries are confident and mask probabilities saturate (default 8 with random
+that, like a trained model, some queries are confident and mask probabilities saturate (default 16 with random
 weights, 1 with real weights).
 
     python tools/benchmark_inference.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
@@ -107,17 +108,20 @@ def _peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def _median_time(fn, device, warmup, runs):
+def _serve(run, device, warmup, cmd, out):
+    """Warm up, report "ready", then time one call of ``run`` per "run" command until "done"; returns the times."""
     for _ in range(warmup):
-        fn()
+        run()
+    out.put("ready")
     times = []
-    for _ in range(runs):
+    while cmd.get() == "run":
         _sync(device)
         t0 = time.perf_counter()
-        fn()
+        run()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        out.put(times[-1])
+    return times
 
 
 def _autocast(args):
@@ -126,7 +130,7 @@ def _autocast(args):
     return torch.autocast(args.device, enabled=False)
 
 
-def worker_ours(args, weights_path, queue):
+def worker_ours(args, weights_path, cmd, queue):
     torch.set_num_threads(args.threads)
     cfg = setup_cfg(args)
     model = build_ours(args, cfg)
@@ -140,7 +144,7 @@ def worker_ours(args, weights_path, queue):
         with torch.no_grad(), _autocast(args):
             return model(inputs)
 
-    latency = _median_time(run, args.device, args.warmup, args.runs)
+    times = _serve(run, args.device, args.warmup, cmd, queue)
     out = run()[0]
 
     # per-stage breakdown: the same steps as OneFormer.forward, timed one by one
@@ -166,7 +170,7 @@ def worker_ours(args, weights_path, queue):
             t4 = time.perf_counter()
         for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[k].append(dt)
-    result = {"latency": latency, "peak_mb": _peak_memory_mb(args.device),
+    result = {"times": times, "peak_mb": _peak_memory_mb(args.device),
               "stages": {k: statistics.median(v) for k, v in stages.items()}}
     if args.task == "panoptic":
         ids, segments = out["panoptic_seg"]
@@ -175,9 +179,10 @@ def worker_ours(args, weights_path, queue):
             outputs["pred_logits"][0].float().cpu(), outputs["pred_masks"][0].float().cpu(), tuple(ids.shape),
             cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids(cfg))
     queue.put(result)
+    cmd.get()  # stay alive until the result (tensors shared through file descriptors) has been received
 
 
-def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, queue):
+def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, cmd, queue):
     torch.set_num_threads(args.threads)
     from transformers import OneFormerForUniversalSegmentation, OneFormerImageProcessor
 
@@ -202,12 +207,13 @@ def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, queu
                     out, threshold=object_threshold, overlap_mask_area_threshold=overlap, target_sizes=target)[0]
             return processor.post_process_semantic_segmentation(out, target_sizes=target)[0]
 
-    latency = _median_time(run, args.device, args.warmup, args.runs)
-    result = {"latency": latency, "peak_mb": _peak_memory_mb(args.device)}
+    times = _serve(run, args.device, args.warmup, cmd, queue)
+    result = {"times": times, "peak_mb": _peak_memory_mb(args.device)}
     if args.task == "panoptic":
         r = run()
         result["panoptic"] = (r["segmentation"].cpu(), {s["id"]: s["label_id"] for s in r["segments_info"]})
     queue.put(result)
+    cmd.get()  # stay alive until the result (tensors shared through file descriptors) has been received
 
 
 def stuff_ids(cfg):
@@ -254,16 +260,44 @@ def transformers_rules_panoptic(mask_cls, mask_pred, size, threshold, overlap, f
     return segmentation, classes
 
 
-def _in_process(target, *args):
+def run_interleaved(workers, runs):
+    """Time several models, each in its own process, taking turns.
+
+    ``workers``: {name: (target, args)}; each target is called as ``target(*args, cmd, queue)`` and follows
+    :func:`_serve`, then puts its result dict and waits for "exit". All processes load and warm up first; then,
+    ``runs`` times, each one in turn times a single call while the others wait, so slow phases of a shared machine
+    hit all of them alike.
+    Returns {name: result} with "latency" (the median time) added.
+    """
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=args + (queue,))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"{target.__name__} failed with exit code {proc.exitcode}")
-    return result
+    procs = {}
+    try:
+        for name, (target, args) in workers.items():
+            cmd, queue = ctx.Queue(), ctx.Queue()
+            proc = ctx.Process(target=target, args=args + (cmd, queue))
+            proc.start()
+            procs[name] = (proc, cmd, queue)
+        for name, (proc, _, queue) in procs.items():
+            if queue.get() != "ready":
+                raise RuntimeError(f"{name}: worker did not start")
+        for _ in range(runs):
+            for name, (_, cmd, queue) in procs.items():
+                cmd.put("run")
+                queue.get()
+        results = {}
+        for name, (proc, cmd, queue) in procs.items():
+            cmd.put("done")
+            results[name] = queue.get()
+            cmd.put("exit")
+            results[name]["latency"] = statistics.median(results[name]["times"])
+            proc.join()
+            if proc.exitcode != 0:
+                raise RuntimeError(f"{name}: worker failed with exit code {proc.exitcode}")
+        return results
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.is_alive():
+                proc.terminate()
 
 
 def panoptic_agreement(a, b):
@@ -298,7 +332,7 @@ def main(argv=None):
     parser.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "instance"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per model (the models take turns)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -329,14 +363,14 @@ def main(argv=None):
 
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} threads"
     h, w = image.shape[-2:]
-    print(f"# {os.path.relpath(args.config_file, REPO)} | {args.image or 'synthetic image'} {h}x{w}, batch 1, task {args.task}, "
+    source = args.image or "synthetic image"
+    print(f"# {os.path.relpath(args.config_file, REPO)} | {source} {h}x{w}, batch 1, task {args.task}, "
           f"{args.precision} | {device_name} | torch {torch.__version__} | {params / 1e6:.1f}M params | "
           f"weights: {cfg.MODEL.WEIGHTS or f'random (seed {args.seed}), confident x{args.confident:g}'}")
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "ours.pth")
         torch.save(state, weights)
-        ours = _in_process(worker_ours, args, weights)
-        hf = None
+        workers = {"ours": (worker_ours, (args, weights))}
         if not args.no_hf:
             sys.path.insert(0, os.path.join(REPO, "tools"))
             from convert_hf_oneformer import ours_to_hf
@@ -348,13 +382,19 @@ def main(argv=None):
             hf_dir = os.path.join(tmp, "hf")
             hf_model.save_pretrained(hf_dir)
             del hf_model, hf_state
-            hf = _in_process(worker_hf, args, hf_dir, pixel_values, (h, w), task_ids, thresholds)
+            workers["hf"] = (worker_hf, (args, hf_dir, pixel_values, (h, w), task_ids, thresholds))
+        del state
+        results = run_interleaved(workers, args.runs)
+        ours, hf = results["ours"], results.get("hf")
 
     print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}")
     print(f"{'ours':28s}{ours['latency'] * 1e3:>15.0f} ms{ours['peak_mb']:>11.0f} MB")
     if hf is not None:
         print(f"{'transformers + post-process':28s}{hf['latency'] * 1e3:>15.0f} ms{hf['peak_mb']:>11.0f} MB")
         print(f"speed-up (transformers / ours): {hf['latency'] / ours['latency']:.2f}x")
+    for name, r in (("ours", ours), ("transformers", hf)):
+        if r is not None:
+            print(f"runs, in turn ({name}, ms):", " ".join(f"{t * 1e3:.0f}" for t in r["times"]))
     print("ours per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in ours["stages"].items()))
     if hf is not None and args.task == "panoptic":
         cat, seg = panoptic_agreement(ours["panoptic"], hf["panoptic"])

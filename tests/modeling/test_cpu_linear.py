@@ -45,7 +45,8 @@ def test_falls_back_to_f_linear_exactly_where_onednn_does_not_apply():
     assert torch.equal(onednn_linear(x, w, b), ref)  # autograd enabled: training keeps PyTorch's kernel
     with torch.no_grad():
         assert torch.equal(onednn_linear(x[:, :2], w, b), F.linear(x[:, :2], w, b))  # too small to pay off
-        assert torch.equal(onednn_linear(x.double(), w.double(), b.double()), F.linear(x.double(), w.double(), b.double()))
+        xd, wd, bd = x.double(), w.double(), b.double()
+        assert torch.equal(onednn_linear(xd, wd, bd), F.linear(xd, wd, bd))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = onednn_linear(x, w, b)
         assert out.dtype == torch.bfloat16  # autocast is honoured
