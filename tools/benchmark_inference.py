@@ -103,9 +103,15 @@ def _sync(device):
 
 
 def _peak_memory_mb(device):
+    """Peak memory of this process in MiB: CUDA allocations on a GPU, else the resident set's high-water mark."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    try:
+        # VmHWM belongs to this process image: getrusage's ru_maxrss would also count the parent's peak before exec
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _serve(run, device, warmup, cmd, out):
@@ -282,6 +288,9 @@ def run_interleaved(workers, runs):
                 raise RuntimeError(f"{name}: worker did not start")
         for _ in range(runs):
             for name, (_, cmd, queue) in procs.items():
+                # a pause first: the threads of the process that ran last may still be spinning in OpenMP's wait
+                # (they keep a core busy for a while after a parallel region), which would slow this run
+                time.sleep(1.0)
                 cmd.put("run")
                 queue.get()
         results = {}
