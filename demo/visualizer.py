@@ -41,17 +41,23 @@ def draw(image_rgb: np.ndarray, result: dict, task: str, metadata) -> np.ndarray
     return out.get_image()
 
 
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def summarize(result: dict, task: str, metadata) -> str:
-    """A few words on a result, e.g. "panoptic: 5 segments (3 things)"."""
+    """A few words on a result, e.g. "panoptic: 5 segments (3 things, 2 stuff)"."""
     if task == "panoptic":
         _, segments = result["panoptic_seg"]
         things = sum(1 for s in segments if s["isthing"])
-        return f"panoptic: {len(segments)} segments ({things} things, {len(segments) - things} stuff)"
+        return (f"panoptic: {_count(len(segments), 'segment')} "
+                f"({_count(things, 'thing')}, {len(segments) - things} stuff)")
     if task == "semantic":
         labels = result["sem_seg"].argmax(0)
         classes = torch.unique(labels).tolist()
         names = getattr(metadata, "stuff_classes", None) or []
         shown = ", ".join(names[c] if c < len(names) else str(c) for c in classes[:4])
-        return f"semantic: {len(classes)} classes ({shown}{', ...' if len(classes) > 4 else ''})"
+        return f"semantic: {_count(len(classes), 'class', 'classes')} ({shown}{', ...' if len(classes) > 4 else ''})"
     inst = result["instances"]
-    return f"instance: {len(inst)} instances" + (f" (best score {inst.scores.max().item():.2f})" if len(inst) else "")
+    best = f" (best score {inst.scores.max().item():.2f})" if len(inst) else ""
+    return f"instance: {_count(len(inst), 'instance')}{best}"

@@ -181,3 +181,18 @@ def test_checkpoint_of_another_model_is_refused(setup, tmp_path, capsys):
                       "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png")])
     assert code == 2
     assert "resnet.pth shares no tensor with this model" in capsys.readouterr().err
+
+
+def test_summary_words_count_correctly():
+    from detectron2.structures import Instances
+
+    one = {"panoptic_seg": (None, [{"id": 1, "isthing": True, "category_id": 3}])}
+    assert demo.summarize(one, "panoptic", None) == "panoptic: 1 segment (1 thing, 0 stuff)"
+    two = {"panoptic_seg": (None, [{"id": i, "isthing": i != 2} for i in (1, 2, 3)])}
+    assert demo.summarize(two, "panoptic", None) == "panoptic: 3 segments (2 things, 1 stuff)"
+    sem = {"sem_seg": torch.zeros(3, 4, 4)}
+    assert demo.summarize(sem, "semantic", None) == "semantic: 1 class (0)"
+    inst = Instances((4, 4), scores=torch.zeros(0))
+    assert demo.summarize({"instances": inst}, "instance", None) == "instance: 0 instances"
+    inst = Instances((4, 4), scores=torch.tensor([0.5]))
+    assert demo.summarize({"instances": inst}, "instance", None) == "instance: 1 instance (best score 0.50)"
