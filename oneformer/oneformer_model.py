@@ -114,7 +114,8 @@ class OneFormer(nn.Module):
         self.text_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=max_seq_len)
         self._task_ids: Dict[str, torch.Tensor] = {}
         if cpu_linear_backend not in CPU_LINEAR_BACKENDS:
-            raise ValueError(f"MODEL.CPU_LINEAR_BACKEND must be one of {CPU_LINEAR_BACKENDS}, got {cpu_linear_backend!r}")
+            raise ValueError(
+                f"MODEL.CPU_LINEAR_BACKEND must be one of {CPU_LINEAR_BACKENDS}, got {cpu_linear_backend!r}")
         if cpu_linear_backend == "onednn":
             use_onednn_linear(self)
 

@@ -335,7 +335,8 @@ def panoptic_agreement(a, b):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml"))
+    parser.add_argument("--config-file",
+                        default=os.path.join(REPO, "configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml"))
     parser.add_argument("--size", type=int, default=512, help="square image side (of the synthetic input image)")
     parser.add_argument("--image", default="", help="an image file to use instead of the synthetic input")
     parser.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "instance"])
