@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
@@ -26,7 +25,7 @@ from oneformer.data.datasets import register_all
 from oneformer.engine import add_oneformer_engine_config
 from tests.data.datasets import fake_data as fd
 from tests.engine.contrastive_probe import probe_file
-from tests.tiny import REPO, tiny_cfg
+from tests.tiny import REPO, tiny_cfg, unregister_prefix
 
 H, W = 32, 48
 TRAIN = "coco_2017_train_panoptic_with_sem_seg"
@@ -113,10 +112,7 @@ def prefix(coco_root):
     p = "trainnet_"
     register_all(coco_root, prefix=p)
     yield p
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        for name in list(catalog.list()):
-            if name.startswith(p):
-                catalog.remove(name)
+    unregister_prefix(p)
 
 
 def train_cfg(output_dir, prefix="", max_iter=6):

@@ -8,12 +8,11 @@ import time
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import train_net
 from oneformer.data.datasets import register_all
 from tests.test_train_net import _args, _run, _write_yaml, make_tiny_coco, restore_loggers, train_cfg  # noqa: F401
-from tests.tiny import REPO
+from tests.tiny import REPO, unregister_prefix
 
 PREFIX = "faults_"
 
@@ -27,10 +26,7 @@ def coco_root(tmp_path_factory):
 def prefix(coco_root):
     register_all(coco_root, prefix=PREFIX)
     yield PREFIX
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        for name in list(catalog.list()):
-            if name.startswith(PREFIX):
-                catalog.remove(name)
+    unregister_prefix(PREFIX)
 
 
 def _wait_for(path, proc, timeout):

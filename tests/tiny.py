@@ -1,10 +1,11 @@
 """A tiny OneFormer config for tests: the real config path (adders + a model-zoo YAML) with small sizes."""
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import oneformer  # noqa: F401  (registers the components)
 from oneformer import add_oneformer_config_all
 
+import importlib.util
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,3 +55,19 @@ def tiny_cfg(base: str = "configs/ade20k/swin/oneformer_swin_tiny_bs16_160k.yaml
     cfg.DATASETS.TRAIN = (TINY_DATASET,)
     tiny_metadata()
     return cfg
+
+
+def unregister_prefix(prefix: str) -> None:
+    """Remove every dataset registration (catalog entry and metadata) whose name starts with ``prefix``."""
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        for name in list(catalog.list()):
+            if name.startswith(prefix):
+                catalog.remove(name)
+
+
+def load_script(name: str, folder: str = "datasets"):
+    """Import ``<repo>/<folder>/<name>.py`` as a module (scripts and tools are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", os.path.join(REPO, folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -6,7 +6,7 @@ against the dataset's annotations.
 """
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 import torch

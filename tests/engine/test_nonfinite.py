@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.env import seed_all_rng
 
 import train_net
 from oneformer.data.datasets import register_all
 from oneformer.engine import NonFiniteGuardTrainer
 from tests.test_train_net import make_tiny_coco, restore_loggers, train_cfg  # noqa: F401  (fixture)
+from tests.tiny import unregister_prefix
 
 PREFIX = "nonfinite_"
 
@@ -22,10 +22,7 @@ def prefix(tmp_path_factory):
     root = make_tiny_coco(str(tmp_path_factory.mktemp("datasets")))
     register_all(root, prefix=PREFIX)
     yield PREFIX
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        for name in list(catalog.list()):
-            if name.startswith(PREFIX):
-                catalog.remove(name)
+    unregister_prefix(PREFIX)
 
 
 def _trainer(tmp_path, prefix, max_iter, limit=10):

@@ -38,7 +38,6 @@ from oneformer.evaluation import (
     build_oneformer_evaluator,
 )
 from tests.data.datasets import fake_data as fd
-from tests.data.datasets.fake_data import load_script
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -117,24 +116,6 @@ def _close(value, expected=100.0):
 
 
 @pytest.fixture
-def datasets_root(tmp_path, monkeypatch):
-    root = tmp_path / "datasets"
-    root.mkdir()
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
-    return str(root)
-
-
-@pytest.fixture
-def unique_prefix(request):
-    prefix = f"eval_{request.node.name}_"
-    yield prefix
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        for name in list(catalog.list()):
-            if name.startswith(prefix):
-                catalog.remove(name)
-
-
-@pytest.fixture
 def registered(datasets_root, unique_prefix):
     """Every OneFormer dataset registered under a prefix, with files under a fresh $DETECTRON2_DATASETS."""
     register_all(datasets_root, prefix=unique_prefix)
@@ -180,14 +161,6 @@ def test_selection_follows_the_test_flags_and_tasks(datasets_root, registered, t
 
 
 # ------------------------------------------------------------------------------------------------------ ADE20K
-
-
-@pytest.fixture
-def ade_prepared(datasets_root):
-    fd.make_ade_raw(datasets_root)
-    for script in ("prepare_ade20k_sem_seg", "prepare_ade20k_pan_seg", "prepare_ade20k_ins_seg"):
-        assert load_script(script).main(["--dataset-dir", datasets_root]) == 0
-    return datasets_root
 
 
 def test_ade20k_panoptic_with_non_contiguous_thing_ids(ade_prepared, registered, tmp_path):

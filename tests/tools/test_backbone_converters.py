@@ -1,8 +1,6 @@
 """tools/convert_{swin,convnext,dinat}_to_d2.py: official-style ImageNet state dicts -> d2 .pkl that
 DetectionCheckpointer loads into ``model.backbone`` by suffix matching."""
-import importlib.util
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
 from oneformer.config import add_oneformer_config_all
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+from tests.tiny import load_script
 
 def _tiny_backbone(kind, seed):
     torch.manual_seed(seed)
@@ -93,7 +82,7 @@ def test_converter_roundtrip(tmp_path, kind, tool, wrap):
     pth = tmp_path / "official.pth"
     torch.save(official if wrap is None else {wrap: official, "epoch": 300}, pth)
     pkl = tmp_path / "converted.pkl"
-    assert _load_tool(tool).main([str(pth), str(pkl)]) == 0
+    assert load_script(tool, "tools").main([str(pth), str(pkl)]) == 0
 
     with open(pkl, "rb") as f:
         data = pickle.load(f)
@@ -118,7 +107,7 @@ def test_real_imagenet_layout_only_output_norms_missing(tmp_path, kind, tool):
     pth = tmp_path / "official.pth"
     torch.save({"model": _official_state_dict(kind, src, with_output_norms=False)}, pth)
     pkl = tmp_path / "converted.pkl"
-    _load_tool(tool).main([str(pth), str(pkl)])
+    load_script(tool, "tools").main([str(pth), str(pkl)])
     _, incompatible = _load_into_fresh(kind, pkl)
     expected = sorted(f"backbone.norm{i}.{p}" for i in range(4) for p in ("weight", "bias"))
     assert sorted(incompatible.missing_keys) == expected
@@ -127,7 +116,7 @@ def test_real_imagenet_layout_only_output_norms_missing(tmp_path, kind, tool):
 
 @pytest.mark.parametrize("tool", ["convert_swin_to_d2", "convert_convnext_to_d2", "convert_dinat_to_d2"])
 def test_converter_errors(tmp_path, tool):
-    mod = _load_tool(tool)
+    mod = load_script(tool, "tools")
     out = str(tmp_path / "out.pkl")
     with pytest.raises(SystemExit, match="does not exist"):
         mod.main([str(tmp_path / "missing.pth"), out])

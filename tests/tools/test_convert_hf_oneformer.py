@@ -13,7 +13,6 @@ conversion issues):
   ``attn_mask`` but calls ``self_attn`` without it), while the original (and ours) is causal: the text-branch weight
   mapping is checked against our encoder with the causal mask removed.
 """
-import importlib.util
 import math
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from transformers import (  # noqa: E402
 
 from oneformer import add_oneformer_config_all  # noqa: E402
 from tests.reference import load_reference  # noqa: E402
+from tests.tiny import load_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("semantic", "instance", "panoptic")
@@ -49,14 +49,7 @@ def _single_thread():
     torch.set_num_threads(n)
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_hf_oneformer", REPO / "tools" / "convert_hf_oneformer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-conv = _load_tool()
+conv = load_script("convert_hf_oneformer", "tools")
 
 
 # ----------------------------------------------------------------------------------------------------------------

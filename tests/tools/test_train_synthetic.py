@@ -3,7 +3,6 @@ categories with isthing, semantic PNG values, instance json masks), generation i
 loads them, the training mapper reads them, and configs/synthetic/oneformer_synthetic.yaml loads and builds a model
 that trains a step and runs inference for every task. The bundled demo checkpoint and samples, when present, are
 checked too (size, weights-only loading, a clean load into the inference build)."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 import oneformer  # noqa: F401  (registers the model components)
 from oneformer import add_oneformer_config_all
 from oneformer.data.dataset_mappers import build_dataset_mapper
+from tests.tiny import load_script
 from oneformer.data.datasets.register_synthetic import SYNTHETIC_CATEGORIES, register_all_synthetic, synthetic_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,14 +30,7 @@ SIZE = 64
 PREFIX = "test_synth_"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("_tool_train_synthetic", REPO / "tools" / "train_synthetic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ts = _load_tool()
+ts = load_script("train_synthetic", "tools")
 
 
 def _rgb2id(rgb):

@@ -1,7 +1,5 @@
 """Bad input to the dataset mappers: unreadable files name themselves, unusual images are converted, small images
 and crops do not crash, malformed panoptic annotations give clear errors or empty targets (which train)."""
-import os
-
 import numpy as np
 import pytest
 import torch

@@ -4,7 +4,6 @@ Images are H x W = 6 x 8. Panoptic PNGs are RGB with segment id = R + 256·G + 2
 takes the datasets root (what ``$DETECTRON2_DATASETS`` points to) and returns a dict of the interesting paths/ids.
 """
 import copy
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,14 +13,6 @@ from PIL import Image
 
 H, W = 6, 8
 REPO = Path(__file__).resolve().parents[3]
-
-
-def load_script(name, folder="datasets"):
-    """Import ``<repo>/<folder>/<name>.py`` as a module (the preparation scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def id2rgb(ids):

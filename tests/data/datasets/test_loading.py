@@ -11,7 +11,7 @@ from detectron2.structures import BoxMode
 
 import oneformer.data.datasets as D
 from tests.data.datasets import fake_data as fd
-from tests.data.datasets.fake_data import load_script
+from tests.tiny import load_script
 
 COCO_INDEX = {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)}
 PANOPTIC_FIELDS = {"file_name", "image_id", "pan_seg_file_name", "sem_seg_file_name", "segments_info"}
@@ -67,14 +67,6 @@ def test_coco_missing_val_instances_json_names_the_script(datasets_root, unique_
 
 
 # ---------------------------------------------------------------------------------------------------------------- ADE
-
-
-@pytest.fixture
-def ade_prepared(datasets_root):
-    fd.make_ade_raw(datasets_root)
-    for script in ("prepare_ade20k_sem_seg", "prepare_ade20k_pan_seg", "prepare_ade20k_ins_seg"):
-        assert load_script(script).main(["--dataset-dir", datasets_root]) == 0
-    return datasets_root
 
 
 def test_ade20k_panoptic_and_instance(ade_prepared, unique_prefix):

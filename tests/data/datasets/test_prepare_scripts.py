@@ -8,7 +8,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
 from tests.data.datasets import fake_data as fd
-from tests.data.datasets.fake_data import load_script
+from tests.tiny import load_script
 
 COCO_INDEX = {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)}
 

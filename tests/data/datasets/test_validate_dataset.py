@@ -10,7 +10,7 @@ from PIL import Image
 import oneformer.data.datasets as D
 from oneformer.data.datasets import register_panoptic_dataset
 from tests.data.datasets import fake_data as fd
-from tests.data.datasets.fake_data import load_script
+from tests.tiny import load_script
 
 
 @pytest.fixture(scope="module")
