@@ -10,6 +10,7 @@ import sys
 from multiprocessing import Pool
 
 import numpy as np
+from panopticapi.utils import id2rgb, rgb2id  # the COCO panoptic colour encoding, id = R + 256·G + 256²·B
 
 __all__ = [
     "make_parser",
@@ -20,6 +21,7 @@ __all__ = [
     "map_jobs",
     "ade20k_root",
     "rgb2id",
+    "id2rgb",
     "load_panoptic_json",
     "read_panoptic_png",
     "encode_rle",
@@ -79,12 +81,6 @@ def ade20k_root(dataset_dir):
     return root
 
 
-def rgb2id(rgb):
-    """Panoptic segment ids (uint32, R + 256·G + 256²·B) of an RGB panoptic PNG array (..., 3)."""
-    rgb = rgb.astype(np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
 def load_panoptic_json(json_file, panoptic_root):
     """The parsed COCO panoptic json ``json_file``; raises FileNotFoundError when it or its PNG folder
     ``panoptic_root`` does not exist."""
@@ -97,7 +93,7 @@ def load_panoptic_json(json_file, panoptic_root):
 
 
 def read_panoptic_png(panoptic_root, file_name, json_file=""):
-    """Segment ids (uint32 (H, W), ``rgb2id``) of the panoptic PNG ``file_name`` under ``panoptic_root``; raises
+    """Segment ids (int32 (H, W), ``rgb2id``) of the panoptic PNG ``file_name`` under ``panoptic_root``; raises
     FileNotFoundError (naming ``json_file``, which lists it) when the PNG does not exist."""
     from PIL import Image
 

@@ -103,11 +103,6 @@ def panoptic_categories(mapping):
     return [dict(c, isthing=int(c["id"] in thing)) for c in ADE20K_150_CATEGORIES]
 
 
-def id2rgb(ids):
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
 def bbox_of(mask):
     ys, xs = np.nonzero(mask)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
@@ -205,7 +200,7 @@ def convert_image(stem, image_dir, semantic_dir, instance_dir, out_dir, mapping,
         if area == 0:
             continue  # a stuff region entirely covered by instances
         segments.append({"id": sid, "category_id": cat, "area": area, "bbox": bbox_of(mask), "iscrowd": 0})
-    Image.fromarray(id2rgb(pan)).save(os.path.join(out_dir, stem + ".png"))
+    Image.fromarray(_common.id2rgb(pan)).save(os.path.join(out_dir, stem + ".png"))
     image = {"id": stem, "file_name": stem + ".jpg", "width": int(width), "height": int(height)}
     annotation = {"image_id": stem, "file_name": stem + ".png", "segments_info": segments}
     return image, annotation

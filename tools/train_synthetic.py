@@ -47,6 +47,7 @@ import time
 from collections import OrderedDict
 
 import numpy as np
+from panopticapi.utils import id2rgb
 from PIL import Image, ImageDraw
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,12 +78,6 @@ logger = logging.getLogger("oneformer.train_synthetic")
 
 # ==============================================================================================================
 # generator
-
-
-def id2rgb(ids):
-    """(H, W) segment ids -> (H, W, 3) uint8, id = R + 256·G + 256²·B."""
-    ids = np.asarray(ids, dtype=np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _smooth_noise(rng, size, cells):

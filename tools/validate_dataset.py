@@ -30,6 +30,7 @@ from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
+from panopticapi.utils import rgb2id
 
 PANOPTIC_EVALUATORS = (
     "coco_panoptic_seg",
@@ -108,11 +109,6 @@ class Report:
 
 # ------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def rgb2id(rgb):
-    rgb = rgb.astype(np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def dataset_kind(meta):

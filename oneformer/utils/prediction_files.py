@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import BitMasks
+from panopticapi.utils import id2rgb
 from PIL import Image
 
 __all__ = ["contiguous_to_dataset_ids", "panoptic_to_coco", "write_semantic_png", "instances_to_coco_results",
@@ -27,14 +28,6 @@ def contiguous_to_dataset_ids(metadata) -> Dict[int, int]:
     return mapping
 
 
-def _id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """COCO panoptic encoding: id = R + 256 * G + 256² * B."""
-    rgb = np.zeros(ids.shape + (3,), dtype=np.uint8)
-    for c in range(3):
-        rgb[..., c] = (ids >> (8 * c)) & 255
-    return rgb
-
-
 def panoptic_to_coco(panoptic_seg: torch.Tensor, segments_info: List[Dict], png_path: str, image_id,
                      id_map: Dict[int, int]) -> Dict:
     """Write the RGB-encoded panoptic PNG and return its COCO panoptic annotation entry.
@@ -47,7 +40,7 @@ def panoptic_to_coco(panoptic_seg: torch.Tensor, segments_info: List[Dict], png_
     """
     ids = panoptic_seg.cpu().numpy().astype(np.uint32)
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    Image.fromarray(_id_to_rgb(ids)).save(png_path)
+    Image.fromarray(id2rgb(ids)).save(png_path)
     segments = []
     for s in segments_info:
         mask = ids == s["id"]
