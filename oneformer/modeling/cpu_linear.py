@@ -1,7 +1,7 @@
 """float32 linear layers on the CPU through oneDNN, for inference.
 
 PyTorch's CPU ``F.linear`` calls MKL's sgemm. oneDNN's matmul (the kernel ``torch.compile`` picks for CPU linears) is
-faster on this model's GEMM shapes: on a 2-core AMD EPYC, 195-215 GFLOP/s against MKL's 170-186 for the Swin-L and
+faster on this model's GEMM shapes: on a 2-core AMD EPYC, 207-218 GFLOP/s against MKL's 163-197 for the Swin-L and
 pixel-decoder projections, and linear layers are about 60% of CPU inference time. Below ~8M multiply-adds oneDNN's
 per-call overhead outweighs that, so small products (decoder queries, task MLP) stay on ``F.linear``.
 
