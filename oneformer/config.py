@@ -85,6 +85,10 @@ def add_common_config(cfg):
     cfg.MODEL.TEST.OVERLAP_THRESHOLD = 0.0
     cfg.MODEL.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
     cfg.MODEL.TEST.TASK = "panoptic"
+    # Added here (not in the original): "original" is the release's panoptic rule; "transformers" follows
+    # transformers' post_process_panoptic_segmentation (see oneformer/modeling/inference.py), for outputs that match a
+    # transformers pipeline run with the same weights.
+    cfg.MODEL.TEST.PANOPTIC_RULE = "original"
 
     # unused (kept so the original YAML files load)
     cfg.TEST.AUG.IS_SLIDE = False

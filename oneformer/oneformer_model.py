@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .data.tokenizer import Tokenize, get_default_tokenizer
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
-from .modeling.inference import instance_inference, panoptic_inference, semantic_inference
+from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference
 from .modeling.matcher import HungarianMatcher
 from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
@@ -80,6 +80,7 @@ class OneFormer(nn.Module):
         is_demo: bool,
         default_task: str = "panoptic",
         cpu_linear_backend: str = "onednn",
+        panoptic_rule: str = "original",
     ):
         super().__init__()
         self.backbone = backbone
@@ -92,6 +93,9 @@ class OneFormer(nn.Module):
         self.num_queries = num_queries
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
+        if panoptic_rule not in PANOPTIC_RULES:
+            raise ValueError(f"MODEL.TEST.PANOPTIC_RULE must be one of {PANOPTIC_RULES}, got {panoptic_rule!r}")
+        self.panoptic_rule = panoptic_rule
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = self.backbone.size_divisibility
@@ -186,6 +190,7 @@ class OneFormer(nn.Module):
             "is_demo": cfg.MODEL.IS_DEMO,
             "default_task": test.TASK,
             "cpu_linear_backend": cfg.MODEL.CPU_LINEAR_BACKEND,
+            "panoptic_rule": test.PANOPTIC_RULE,
         }
 
     @property
@@ -327,7 +332,8 @@ class OneFormer(nn.Module):
                 res["sem_seg"] = r
             if "panoptic_seg" in want:
                 res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
-                    mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold
+                    mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold,
+                    rule=self.panoptic_rule,
                 )
             if "instances" in want:
                 task = task_string(x.get("task", self.default_task))

@@ -12,12 +12,12 @@ Prints median latency after warm-up runs, peak memory, the ratio, a per-stage br
 decoder, transformer decoder, post-processing) and, for the panoptic task, how many pixels the two panoptic
 segmentations agree on.
 
-transformers' ``post_process_panoptic_segmentation`` does not follow the original's rule (spec §7), which ours does:
-it resizes sigmoid probabilities instead of logits, gives every pixel to its arg-max query even where that query's
-mask is below 0.5 (the original leaves such pixels void), and measures a query's own area on score-weighted
+transformers' ``post_process_panoptic_segmentation`` does not follow the original's rule (spec §7), which ours does
+by default: it resizes sigmoid probabilities instead of logits, gives every pixel to its arg-max query even where that
+query's mask is below 0.5 (the original leaves such pixels void), and measures a query's own area on score-weighted
 probabilities. The two segmentations therefore differ near mask borders and in uncertain regions even with identical
-logits. To separate that from model differences, the panoptic task also reports the agreement between transformers'
-output and transformers' rules re-applied to our model's logits (:func:`transformers_rules_panoptic`).
+logits. For the panoptic task ours therefore runs twice, in separate processes: with the original rule and with
+``MODEL.TEST.PANOPTIC_RULE transformers`` (``--rules`` picks), each timed and compared with transformers' output.
 
 Random weights give near-uniform class probabilities, so no query passes the thresholds and post-processing has
 nothing to do. ``--confident S`` multiplies the class head and the last mask-embedding layer of both models by S, so
@@ -44,7 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def setup_cfg(args):
+def setup_cfg(args, rule=None):
     from detectron2.config import get_cfg
 
     from oneformer import add_oneformer_config_all
@@ -58,6 +58,8 @@ def setup_cfg(args):
     cfg.MODEL.TEST.SEMANTIC_ON = args.task == "semantic"
     cfg.MODEL.TEST.INSTANCE_ON = args.task == "instance"
     cfg.MODEL.TEST.PANOPTIC_ON = args.task == "panoptic"
+    if rule is not None:
+        cfg.MODEL.TEST.PANOPTIC_RULE = rule
     cfg.freeze()
     return cfg
 
@@ -136,9 +138,9 @@ def _autocast(args):
     return torch.autocast(args.device, enabled=False)
 
 
-def worker_ours(args, weights_path, cmd, queue):
+def worker_ours(args, weights_path, rule, cmd, queue):
     torch.set_num_threads(args.threads)
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, rule)
     model = build_ours(args, cfg)
     model.load_state_dict(torch.load(weights_path, weights_only=True))
     image = load_image(args.image) if args.image else make_input(args.size, args.seed)
@@ -181,9 +183,6 @@ def worker_ours(args, weights_path, cmd, queue):
     if args.task == "panoptic":
         ids, segments = out["panoptic_seg"]
         result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
-        result["panoptic_transformers_rules"] = transformers_rules_panoptic(
-            outputs["pred_logits"][0].float().cpu(), outputs["pred_masks"][0].float().cpu(), tuple(ids.shape),
-            cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids(cfg))
     queue.put(result)
     cmd.get()  # stay alive until the result (tensors shared through file descriptors) has been received
 
@@ -229,41 +228,6 @@ def stuff_ids(cfg):
     meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     thing_ids = set(getattr(meta, "thing_dataset_id_to_contiguous_id", {}).values())
     return set(range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)) - thing_ids
-
-
-def transformers_rules_panoptic(mask_cls, mask_pred, size, threshold, overlap, fuse_ids):
-    """transformers' ``post_process_panoptic_segmentation`` rules applied to one image's logits (a diagnostic).
-
-    Args:
-        mask_cls: (Q, K+1) class logits; mask_pred: (Q, h, w) mask logits; size: (H, W) output size.
-    Returns:
-        (segmentation (H, W) int32, {segment id: class}), as the benchmark compares them.
-    """
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > threshold)
-    probs, scores, labels = mask_pred[keep].sigmoid(), scores[keep], labels[keep]
-    segmentation = torch.zeros(size, dtype=torch.int32)
-    classes = {}
-    if probs.shape[0] == 0:
-        return segmentation, classes
-    probs = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]  # probabilities resized
-    probs *= scores.view(-1, 1, 1)  # areas below are measured on score-weighted probabilities
-    owner = probs.argmax(0)  # every pixel has an owner: no void for low probabilities
-    current, fused = 0, {}
-    for k, c in enumerate(labels.tolist()):
-        mask_k = owner == k
-        area, original = mask_k.sum().item(), (probs[k] >= 0.5).sum().item()
-        if not (area > 0 and original > 0 and area / original > overlap):
-            continue
-        if c in fused:
-            current = fused[c]
-        else:
-            current += 1
-        segmentation[mask_k] = current
-        classes[current] = c
-        if c in fuse_ids:
-            fused[c] = current
-    return segmentation, classes
 
 
 def run_interleaved(workers, runs):
@@ -351,6 +315,9 @@ def main(argv=None):
                         help="scale of class head and mask embedding (default 16 for random weights, 1 otherwise)")
     parser.add_argument("--weights", default="", help="a OneFormer checkpoint (path or URL); default: random weights")
     parser.add_argument("--no-hf", action="store_true", help="time ours only")
+    parser.add_argument("--rules", nargs="+", choices=["original", "transformers"],
+                        default=["original", "transformers"],
+                        help="panoptic task: the MODEL.TEST.PANOPTIC_RULE values to run ours with (one process each)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = setup_cfg(args)
@@ -380,7 +347,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "ours.pth")
         torch.save(state, weights)
-        workers = {"ours": (worker_ours, (args, weights))}
+        # ours once per panoptic rule (the rule only matters for the panoptic task)
+        rules = list(dict.fromkeys(args.rules)) if args.task == "panoptic" else [None]
+        names = {rule: "ours" if rule is None else f"ours, {rule} rule" for rule in rules}
+        workers = {names[rule]: (worker_ours, (args, weights, rule)) for rule in rules}
         if not args.no_hf:
             sys.path.insert(0, os.path.join(REPO, "tools"))
             from convert_hf_oneformer import ours_to_hf
@@ -392,30 +362,33 @@ def main(argv=None):
             hf_dir = os.path.join(tmp, "hf")
             hf_model.save_pretrained(hf_dir)
             del hf_model, hf_state
-            workers["hf"] = (worker_hf, (args, hf_dir, pixel_values, (h, w), task_ids, thresholds))
+            workers["transformers"] = (worker_hf, (args, hf_dir, pixel_values, (h, w), task_ids, thresholds))
         del state
         results = run_interleaved(workers, args.runs)
-        ours, hf = results["ours"], results.get("hf")
+    hf = results.get("transformers")
 
     print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}")
-    print(f"{'ours':28s}{ours['latency'] * 1e3:>15.0f} ms{ours['peak_mb']:>11.0f} MB")
-    if hf is not None:
-        print(f"{'transformers + post-process':28s}{hf['latency'] * 1e3:>15.0f} ms{hf['peak_mb']:>11.0f} MB")
-        print(f"speed-up (transformers / ours): {hf['latency'] / ours['latency']:.2f}x")
-    for name, r in (("ours", ours), ("transformers", hf)):
-        if r is not None:
-            print(f"runs, in turn ({name}, ms):", " ".join(f"{t * 1e3:.0f}" for t in r["times"]))
-    print("ours per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in ours["stages"].items()))
+    for name, r in results.items():
+        label = "transformers + post-process" if name == "transformers" else name
+        print(f"{label:28s}{r['latency'] * 1e3:>15.0f} ms{r['peak_mb']:>11.0f} MB")
+    for name in names.values():
+        if hf is not None:
+            print(f"speed-up (transformers / {name}): {hf['latency'] / results[name]['latency']:.2f}x")
+    for name, r in results.items():
+        print(f"runs, in turn ({name}, ms):", " ".join(f"{t * 1e3:.0f}" for t in r["times"]))
+    for name in names.values():
+        stages = results[name]["stages"]
+        print(f"{name} per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
     if hf is not None and args.task == "panoptic":
-        cat, seg = panoptic_agreement(ours["panoptic"], hf["panoptic"])
-        void = (ours["panoptic"][0] == 0).float().mean().item()
-        print(f"panoptic agreement: {cat * 100:.3f}% of pixels same category, {seg * 100:.3f}% same segment; "
-              f"segments: ours {len(ours['panoptic'][1])}, transformers {len(hf['panoptic'][1])}; "
-              f"void (original rule): {void * 100:.3f}% of pixels")
-        cat, seg = panoptic_agreement(ours["panoptic_transformers_rules"], hf["panoptic"])
-        print(f"transformers' rules on our logits vs transformers: {cat * 100:.3f}% same category, "
-              f"{seg * 100:.3f}% same segment")
-    return ours, hf
+        for name in names.values():
+            ours = results[name]
+            cat, seg = panoptic_agreement(ours["panoptic"], hf["panoptic"])
+            void = (ours["panoptic"][0] == 0).float().mean().item()
+            print(f"panoptic agreement, {name} vs transformers: {cat * 100:.3f}% of pixels same category, "
+                  f"{seg * 100:.3f}% same segment; segments: {len(ours['panoptic'][1])} vs "
+                  f"{len(hf['panoptic'][1])}; void: {void * 100:.3f}% vs "
+                  f"{(hf['panoptic'][0] <= 0).float().mean().item() * 100:.3f}% of pixels")
+    return results
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def build_metadata(model, *, task: str, postprocess: str, fmt: str, dynamic: boo
         "sem_seg_postprocess_before_inference": bool(model.sem_seg_postprocess_before_inference),
         "object_mask_threshold": float(model.object_mask_threshold),
         "overlap_threshold": float(model.overlap_threshold),
+        "panoptic_rule": model.panoptic_rule,
         "test_topk_per_image": int(model.test_topk_per_image),
     }
     meta.update(info)

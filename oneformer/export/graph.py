@@ -167,6 +167,11 @@ class OneFormerExportModule(nn.Module):
         num_classes = model.sem_seg_head.num_classes
         is_thing = torch.zeros(num_classes + 1, dtype=torch.bool)
         if postprocess == "panoptic":
+            rule = getattr(model, "panoptic_rule", "original")
+            if rule != "original":
+                raise ValueError(f"in-graph panoptic post-processing implements the original rule only, but the "
+                                 f"model has MODEL.TEST.PANOPTIC_RULE {rule!r}: export with postprocess 'none' "
+                                 "(the runtime then applies the model's rule) or set the rule to 'original'")
             if thing_ids is None:
                 raise ValueError("panoptic post-processing needs the thing class ids (dataset metadata)")
             is_thing[torch.as_tensor(list(thing_ids), dtype=torch.long)] = True

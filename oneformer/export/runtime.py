@@ -201,7 +201,8 @@ class ExportedOneFormer:
             res["panoptic_seg"] = self._decode_panoptic(outs)
         elif m["panoptic_on"]:
             res["panoptic_seg"] = panoptic_inference(mask_cls, mask_pred, resize, self._thing_ids(),
-                                                     m["object_mask_threshold"], m["overlap_threshold"])
+                                                     m["object_mask_threshold"], m["overlap_threshold"],
+                                                     rule=m.get("panoptic_rule", "original"))
         if m["instance_on"]:
             remap = None
             if "ade20k" in (m.get("dataset") or "") and not m["is_demo"] and task == "instance":

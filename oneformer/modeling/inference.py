@@ -1,8 +1,9 @@
 """Post-processing of OneFormer's mask classification into semantic, panoptic and instance results.
 
-Rules and thresholds are the original release's (spec §7). Mask logits are passed as a ``resize`` callable so that
-only the queries a task keeps are brought to the output resolution: resizing is per query, so resizing a subset
-gives exactly the values the original gets by resizing all queries and then selecting.
+Rules and thresholds are the original release's (spec §7); panoptic inference can instead follow HuggingFace
+transformers' rule (``PANOPTIC_RULES``). Mask logits are passed as a ``resize`` callable so that only the queries a
+task keeps are brought to the output resolution: resizing is per query, so resizing a subset gives exactly the values
+the original gets by resizing all queries and then selecting.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -10,7 +11,11 @@ import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch.nn import functional as F
 
-__all__ = ["semantic_inference", "panoptic_inference", "instance_inference"]
+__all__ = ["PANOPTIC_RULES", "semantic_inference", "panoptic_inference", "instance_inference"]
+
+# "original": the released OneFormer's (= Mask2Former's) rule; "transformers": the rule of transformers'
+# OneFormerImageProcessor.post_process_panoptic_segmentation, for outputs that match a transformers pipeline
+PANOPTIC_RULES = ("original", "transformers")
 
 Resize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,22 +39,37 @@ def panoptic_inference(
     thing_ids: Sequence[int],
     object_mask_threshold: float,
     overlap_threshold: float,
+    rule: str = "original",
 ) -> Tuple[torch.Tensor, List[Dict]]:
-    """Panoptic segmentation (the Mask2Former rule).
+    """Panoptic segmentation.
 
-    Keeps queries whose best class is not no-object and whose probability exceeds ``object_mask_threshold``;
-    each pixel goes to the kept query with the largest probability × sigmoid(mask); a query's segment is its pixels
-    where its own sigmoid ≥ 0.5, dropped when that area / (its sigmoid ≥ 0.5 area) < ``overlap_threshold``;
-    segments of the same stuff class are merged.
+    Both rules keep the queries whose best class is not no-object and whose probability exceeds
+    ``object_mask_threshold``, give each pixel to the kept query with the largest probability × mask probability
+    (the first one on ties), drop a query whose share of pixels is too small against its own mask area, and merge
+    segments of the same stuff class. They differ in the details:
+
+    - ``"original"`` (the release's rule, Mask2Former's): mask probability = sigmoid of the resized logits; a query's
+      segment is its pixels where its own sigmoid ≥ 0.5 (other pixels stay void); dropped when
+      pixels / (sigmoid ≥ 0.5 area) < ``overlap_threshold``.
+    - ``"transformers"`` (transformers' ``post_process_panoptic_segmentation``): mask probability = the resized
+      sigmoid; a query's segment is all its pixels; its own area is measured on score-weighted probabilities
+      (score × probability ≥ 0.5); kept only when pixels / that area > ``overlap_threshold``. Segment ids are numbered
+      1, 2, ... in query order with merged stuff reusing its id (transformers instead continues numbering from the
+      reused id, which can give two segments one id).
 
     Args:
         mask_cls: (N, K+1) class logits; mask_pred: (N, h, w) mask logits at any resolution.
-        resize: maps (n, h, w) mask logits to (n, H, W) at the output resolution.
+        resize: maps (n, h, w) masks to (n, H, W) at the output resolution (bilinear: it resizes logits or
+            probabilities alike).
         thing_ids: contiguous ids of thing classes.
+        rule: one of ``PANOPTIC_RULES``.
     Returns:
         panoptic_seg (H, W) int32 with segment ids from 1 (0 = void), and segments_info
         [{"id", "isthing", "category_id"}] in Detectron2's format.
     """
+    if rule not in PANOPTIC_RULES:
+        raise ValueError(f"panoptic rule must be one of {PANOPTIC_RULES}, got {rule!r}")
+    original = rule == "original"
     num_classes = mask_cls.shape[-1] - 1
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
@@ -60,10 +80,13 @@ def panoptic_inference(
         return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
     cur_scores = scores[idx]
     cur_classes = labels[idx].tolist()
-    owner, own_prob, original_area = _owners(mask_pred[idx], cur_scores, resize)
-    own_fg = own_prob >= 0.5  # the owner's own mask covers the pixel
+    owner, own_prob, original_area = _owners(mask_pred[idx], cur_scores, resize, original)
     mask_area = torch.bincount(owner.flatten(), minlength=n).tolist()
-    final_area = torch.bincount(owner[own_fg], minlength=n).tolist()
+    if original:
+        own_fg = own_prob >= 0.5  # the owner's own mask covers the pixel
+        final_area = torch.bincount(owner[own_fg], minlength=n).tolist()
+    else:
+        final_area = mask_area
 
     things = set(int(t) for t in thing_ids)
     segment_of = [0] * n
@@ -72,7 +95,8 @@ def panoptic_inference(
     for k in range(n):
         if not (mask_area[k] > 0 and original_area[k] > 0 and final_area[k] > 0):
             continue
-        if mask_area[k] / original_area[k] < overlap_threshold:
+        ratio = mask_area[k] / original_area[k]
+        if (ratio < overlap_threshold) if original else not (ratio > overlap_threshold):
             continue
         cls = int(cur_classes[k])
         isthing = cls in things
@@ -85,40 +109,47 @@ def panoptic_inference(
         segment_of[k] = segment_id
         segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": cls})
     lut = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
-    panoptic_seg = torch.where(own_fg, lut[owner], 0)
+    panoptic_seg = torch.where(own_fg, lut[owner], 0) if original else lut[owner]
     return panoptic_seg, segments_info
 
 
-def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, chunk_bytes: int = 8 << 20):
-    """For each output pixel, the query with the largest score × sigmoid(mask) (the first one on ties).
+def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, original: bool = True,
+            chunk_bytes: int = 8 << 20):
+    """For each output pixel, the query with the largest score × mask probability (the first one on ties).
 
     Queries go through ``resize`` a few at a time (about ``chunk_bytes`` of full-resolution masks), keeping a running
     maximum, so the n full-resolution masks never exist at once; the result equals an argmax over all of them.
 
     Args:
         mask_pred: (n, h, w) mask logits, n >= 1; scores: (n,) class probabilities.
+        original: the original rule (sigmoid of resized logits; own area: sigmoid ≥ 0.5), else transformers' (resized
+            sigmoid; own area: score × probability ≥ 0.5).
     Returns:
-        owner (H, W) int64, the owner's sigmoid mask value (H, W), and each query's area of sigmoid >= 0.5 as a list.
+        owner (H, W) int64, the owner's mask probability (H, W) (None for transformers' rule, which does not use
+        it), and each query's own area as a list.
     """
     n = mask_pred.shape[0]
     best = owner = own_prob = None
     original_area: List[int] = []
     start, step = 0, 1  # the first query alone tells the output resolution, which sizes the chunks
     while start < n:
-        probs = resize(mask_pred[start : start + step]).sigmoid_()  # (c, H, W)
+        chunk = mask_pred[start : start + step]
+        probs = resize(chunk).sigmoid_() if original else resize(chunk.sigmoid())  # (c, H, W)
         c = probs.shape[0]
         step = max(1, chunk_bytes // max(1, probs[0].numel() * probs.element_size()))
+        weighted = probs * scores[start : start + c].view(-1, 1, 1)
         # int32 accumulation reads the bool mask as is (an int64 sum would first convert the whole chunk)
-        original_area += (probs >= 0.5).flatten(1).sum(1, dtype=torch.int32).tolist()
-        value, arg = (probs * scores[start : start + c].view(-1, 1, 1)).max(0)
-        prob = probs.gather(0, arg[None])[0]
+        original_area += ((probs if original else weighted) >= 0.5).flatten(1).sum(1, dtype=torch.int32).tolist()
+        value, arg = weighted.max(0)
+        prob = probs.gather(0, arg[None])[0] if original else None
         if best is None:
             best, owner, own_prob = value, arg, prob
         else:  # strictly greater: an earlier query keeps a tie, as argmax does
             better = value > best
             best = torch.where(better, value, best)
             owner = torch.where(better, arg + start, owner)
-            own_prob = torch.where(better, prob, own_prob)
+            if original:
+                own_prob = torch.where(better, prob, own_prob)
         start += c
     return owner, own_prob, original_area
 

@@ -325,3 +325,24 @@ def test_export_module_in_eager_mode_equals_model(model):
     assert torch.equal(outs["pred_logits"], cls) and torch.equal(outs["pred_masks"], masks)
     torch.testing.assert_close(outs["sem_seg"][0], ref["sem_seg"], rtol=0, atol=1e-6)
     assert torch.equal(outs["sem_seg_classes"], outs["sem_seg"].argmax(1))
+
+
+def test_panoptic_rule_travels_with_the_export(model, tmp_path):
+    """MODEL.TEST.PANOPTIC_RULE "transformers": the runtime applies it (from the metadata) and matches the eager
+    model; in-graph panoptic post-processing, which implements the original rule only, refuses it."""
+    import copy
+
+    confident = copy.deepcopy(model)
+    confident.panoptic_rule = "transformers"
+    with torch.no_grad():  # a confident thing class, so that transformers' rule keeps segments
+        confident.sem_seg_head.predictor.class_embed.bias[THING_IDS[0]] += 10
+    with pytest.raises(ValueError, match="original rule only"):
+        OneFormerExportModule(confident, task="panoptic", postprocess="panoptic", thing_ids=THING_IDS)
+    path = str(tmp_path / "model.pt")
+    meta = export_model(confident, path, "torchscript", task="panoptic", postprocess="none",
+                        height=SIZES[0][0], width=SIZES[0][1])
+    assert meta["panoptic_rule"] == "transformers"
+    _check(ExportedOneFormer(path, num_threads=1), confident, SIZES[0], "panoptic")
+    with torch.no_grad():
+        segments = confident([{"image": _blobs(*SIZES[0]), "task": "panoptic"}])[0]["panoptic_seg"][1]
+    assert segments  # the comparison above was not between two empty segmentations

@@ -102,6 +102,73 @@ def test_panoptic_owners_in_chunks_equal_one_argmax(chunk_bytes):
     assert sum(seen[:-1]) == 7  # every query resized exactly once (the last call is the reference's)
 
 
+def _blobs(seed, n=12, classes=5, size=(8, 10)):
+    """Class logits (n, classes+1) and mask logits (n, *size): query q confident inside a disc, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    mask_cls = torch.randn(n, classes + 1, generator=g) * 8
+    yy, xx = torch.meshgrid(torch.arange(float(size[0])), torch.arange(float(size[1])), indexing="ij")
+    centre = torch.rand(n, 2, generator=g) * torch.tensor([float(size[0]), float(size[1])])
+    radius = 1.5 + 2 * torch.rand(n, 1, 1, generator=g)
+    dist = ((yy - centre[:, :1, None]) ** 2 + (xx - centre[:, 1:, None]) ** 2).sqrt()
+    return mask_cls, 3 * (radius - dist) + torch.randn(n, *size, generator=g)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("overlap", [0.0, 0.6])
+@pytest.mark.parametrize("merge_stuff", [False, True])
+def test_panoptic_transformers_rule_equals_transformers(seed, overlap, merge_stuff):
+    """rule="transformers" reproduces transformers' own post_process_panoptic_segmentation."""
+    pytest.importorskip("transformers")
+    from transformers import OneFormerImageProcessor
+    from transformers.models.oneformer.modeling_oneformer import OneFormerForUniversalSegmentationOutput
+
+    mask_cls, mask_pred = _blobs(seed)
+    stuff = {0, 1, 2} if merge_stuff else set()
+    things = [c for c in range(5) if c not in stuff]
+    out = OneFormerForUniversalSegmentationOutput(class_queries_logits=mask_cls[None],
+                                                  masks_queries_logits=mask_pred[None])
+    ref = OneFormerImageProcessor().post_process_panoptic_segmentation(
+        out, threshold=0.3, overlap_mask_area_threshold=overlap, label_ids_to_fuse=stuff,
+        target_sizes=[(32, 40)])[0]
+
+    def resize(m):
+        return F.interpolate(m[None], size=(32, 40), mode="bilinear", align_corners=False)[0]
+
+    pan, info = panoptic_inference(mask_cls, mask_pred, resize, things, 0.3, overlap, rule="transformers")
+    ref_seg, ref_info = ref["segmentation"].long(), ref["segments_info"]
+    assert len(info) > 1  # not a trivial case
+    ours_label = {s["id"]: s["category_id"] for s in info}
+    # transformers continues numbering from a merged stuff segment's id, so that a later segment can take an id in
+    # use (the two then share it); its ids are exact only when that did not happen
+    ids_in_use, clash = set(), False
+    for i, s in enumerate(ref_info):
+        if s["id"] in ids_in_use and not (s["was_fused"] and any(t["id"] == s["id"] and t["label_id"] == s["label_id"]
+                                                                   for t in ref_info[:i])):
+            clash = True
+        ids_in_use.add(s["id"])
+    if not clash:
+        assert torch.equal(pan.long(), ref_seg)
+        assert ours_label == {s["id"]: s["label_id"] for s in ref_info}
+    else:  # the same pixels, split into more segments: each of ours lies inside one of transformers'
+        pairs = torch.unique(torch.stack([pan.long().flatten(), ref_seg.flatten()]), dim=1)
+        assert pairs.shape[1] == len(torch.unique(pan))
+        assert len(torch.unique(ref_seg)) < len(torch.unique(pan))
+    if not merge_stuff:
+        assert not clash  # no merging, no renumbering
+
+
+def test_panoptic_rules_differ_as_documented():
+    """The original rule leaves low-probability pixels void; transformers' gives every pixel to its query."""
+    mask_cls = torch.tensor([[6.0, 0.0, 0.0]])  # one confident query of class 0
+    mask_pred = torch.tensor([[[3.0, -1.0], [3.0, 3.0]]])
+    pan, info = panoptic_inference(mask_cls, mask_pred, identity, [0], 0.5, 0.0)
+    assert pan.tolist() == [[1, 0], [1, 1]] and info[0]["category_id"] == 0
+    pan, info = panoptic_inference(mask_cls, mask_pred, identity, [0], 0.5, 0.0, rule="transformers")
+    assert pan.tolist() == [[1, 1], [1, 1]]
+    with pytest.raises(ValueError, match="panoptic rule"):
+        panoptic_inference(mask_cls, mask_pred, identity, [0], 0.5, 0.0, rule="hf")
+
+
 def test_semantic_matches_loop():
     g = torch.Generator().manual_seed(0)
     mask_cls, mask_pred = torch.randn(7, 5, generator=g), torch.randn(7, 9, 11, generator=g)

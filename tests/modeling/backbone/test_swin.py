@@ -203,7 +203,8 @@ def _oracle_block(blk, x, H, W):
 
 @pytest.mark.parametrize("shift", [0, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 10), (3, 5)])
-def test_window_block_matches_oracle(shift, hw):
+@pytest.mark.parametrize("grad", [True, False])  # SDPA, or the CPU inference path (windows in steps, see swin.py)
+def test_window_block_matches_oracle(shift, hw, grad):
     torch.manual_seed(1)
     from oneformer.modeling.backbone.swin import BasicLayer
 
@@ -219,7 +220,8 @@ def test_window_block_matches_oracle(shift, hw):
             n.bias.normal_(0.0, 0.2)
     x = torch.randn(2, H * W, dim, dtype=torch.float64)
     mask = layer._shift_mask(H, W, x.device).double() if shift else None
-    got = blk(x, H, W, mask)
+    with torch.set_grad_enabled(grad):
+        got = blk(x, H, W, mask)
     ref = _oracle_block(blk, x, H, W)
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
     assert isinstance(blk, SwinTransformerBlock)
