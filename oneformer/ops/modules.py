@@ -12,6 +12,21 @@ from .functional import ms_deform_attn
 __all__ = ["MSDeformAttn"]
 
 
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _softmax_last(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension. In float32 CPU inference it is written out (max, exp, sum): PyTorch's CPU
+    softmax is slow for a short last dimension (n_levels * n_points = 12 here: 4.6 ms against 0.8 ms for Swin-L's
+    5376 x 8 rows) and the result differs by ~1e-7."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() or _tracing()
+            or x.shape[-1] > 64):
+        return x.softmax(-1)
+    e = (x - x.amax(-1, keepdim=True)).exp_()
+    return e.div_(e.sum(-1, keepdim=True))
+
+
 class MSDeformAttn(nn.Module):
     """Each query attends to ``n_points`` learned sampling points around its reference point on each level.
 
@@ -97,15 +112,20 @@ class MSDeformAttn(nn.Module):
             N, Len_q, self.n_heads, self.n_levels, self.n_points, 2
         )
         attention_weights = self.attention_weights(query).view(N, Len_q, self.n_heads, self.n_levels * self.n_points)
-        attention_weights = attention_weights.softmax(-1).view(N, Len_q, self.n_heads, self.n_levels, self.n_points)
+        attention_weights = _softmax_last(attention_weights).view(N, Len_q, self.n_heads, self.n_levels,
+                                                                  self.n_points)
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: normalize by (W, H)
             offset_normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
             offset_normalizer = offset_normalizer.to(device=sampling_offsets.device, dtype=sampling_offsets.dtype)
-            sampling_locations = (
-                reference_points[:, :, None, :, None, :]
-                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
-            )
+            ref = reference_points[:, :, None, :, None, :]
+            norm = offset_normalizer[None, None, None, :, None, :]
+            if _tracing() or not ref.dtype == norm.dtype == sampling_offsets.dtype:
+                sampling_locations = ref + sampling_offsets / norm
+            else:
+                # the same values (ref + offsets / norm) in one pass: two broadcasting ops over this shape, whose
+                # innermost dimension is 2, took ~7 ms per layer on CPU for Swin-L's 5376 tokens
+                sampling_locations = torch.addcdiv(ref, sampling_offsets, norm)
         elif reference_points.shape[-1] == 4:
             sampling_locations = (
                 reference_points[:, :, None, :, None, :2]

@@ -277,6 +277,34 @@ def test_module_forward_implementations_agree(ref_dim):
     assert not torch.allclose(m(q, ref, x, shapes, starts, None), outs["pytorch"])
 
 
+def test_module_inference_path_equals_the_formula():
+    """Float32 CPU inference writes the softmax out and forms the sampling locations with one addcdiv: the same
+    result as the original's expressions (softmax, reference + offsets / (W, H)) to float rounding."""
+    from oneformer.ops import ms_deform_attn_pytorch
+    from oneformer.ops.modules import _softmax_last
+
+    torch.manual_seed(1)
+    m = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=3).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    shapes, starts = torch.tensor([[6, 5], [3, 3]]), torch.tensor([0, 30])
+    x, q, ref = torch.randn(2, 39, 32), torch.randn(2, 7, 32), torch.rand(2, 7, 2, 2)
+    with torch.no_grad():
+        got = m(q, ref, x, shapes, starts)
+        value = m.value_proj(x).view(2, 39, 4, 8)
+        offsets = m.sampling_offsets(q).view(2, 7, 4, 2, 3, 2)
+        weights = m.attention_weights(q).view(2, 7, 4, 6).softmax(-1).view(2, 7, 4, 2, 3)
+        locations = ref[:, :, None, :, None, :] + offsets / torch.tensor([[5.0, 6.0], [3.0, 3.0]])[None, None, None,
+                                                                                                   :, None, :]
+        want = m.output_proj(ms_deform_attn_pytorch(value, shapes, locations, weights))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    logits = torch.randn(50, 12) * 20
+    with torch.no_grad():
+        torch.testing.assert_close(_softmax_last(logits), logits.softmax(-1), rtol=1e-6, atol=1e-7)
+    assert torch.equal(_softmax_last(logits), logits.softmax(-1))  # with autograd: PyTorch's softmax itself
+
+
 def test_module_rejects_bad_reference_points():
     m = MSDeformAttn(d_model=16, n_levels=1, n_heads=2, n_points=1)
     with pytest.raises(ValueError, match="reference_points must end in 2"):
