@@ -87,7 +87,8 @@ def add_common_config(cfg):
     cfg.MODEL.TEST.TASK = "panoptic"
     # Added here (not in the original): "original" is the release's panoptic rule; "transformers" follows
     # transformers' post_process_panoptic_segmentation (see oneformer/modeling/inference.py), for outputs that match a
-    # transformers pipeline run with the same weights.
+    # transformers pipeline run with the same weights. Only the rule changes: masks still reach the output size
+    # through this model's resize, which crops the padding of inputs whose size is not a multiple of 32.
     cfg.MODEL.TEST.PANOPTIC_RULE = "original"
 
     # unused (kept so the original YAML files load)
