@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils.tracing import is_tracing
+
 __all__ = ["CPU_LINEAR_BACKENDS", "OneDNNLinear", "onednn_linear", "onednn_linear_available", "use_onednn_linear"]
 
 CPU_LINEAR_BACKENDS = ("onednn", "native")
@@ -46,8 +48,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Ten
         and weight.dtype == torch.float32
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
-        and not torch.jit.is_tracing()
-        and not torch.onnx.is_in_onnx_export()
+        and not is_tracing()
         and x.numel() // max(1, x.shape[-1]) * in_features * out_features >= _MIN_MACS
     ):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")

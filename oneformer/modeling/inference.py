@@ -53,9 +53,9 @@ def panoptic_inference(
       pixels / (sigmoid ≥ 0.5 area) < ``overlap_threshold``.
     - ``"transformers"`` (transformers' ``post_process_panoptic_segmentation``): mask probability = the resized
       sigmoid; a query's segment is all its pixels; its own area is measured on score-weighted probabilities
-      (score × probability ≥ 0.5); kept only when pixels / that area > ``overlap_threshold``. Segment ids are numbered
-      1, 2, ... in query order with merged stuff reusing its id (transformers instead continues numbering from the
-      reused id, which can give two segments one id).
+      (score × probability ≥ 0.5); kept only when pixels / that area > ``overlap_threshold``. Segment ids are
+      numbered 1, 2, ... in query order with merged stuff reusing its id (transformers instead continues numbering
+      from the reused id, which can give two segments one id).
 
     Args:
         mask_cls: (N, K+1) class logits; mask_pred: (N, h, w) mask logits at any resolution.

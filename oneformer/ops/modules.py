@@ -7,13 +7,10 @@ import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
+from ..utils.tracing import is_tracing as _tracing
 from .functional import ms_deform_attn
 
 __all__ = ["MSDeformAttn"]
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _softmax_last(x: torch.Tensor) -> torch.Tensor:

@@ -1,2 +1,3 @@
 """Utilities: checkpoint loading with a clear report of what was (not) loaded, safe loading and atomic saving
-(``checkpoint``); image reading with conversions and errors naming the file (``image_io``)."""
+(``checkpoint``); image reading with conversions and errors naming the file (``image_io``); whether a trace for
+export is running (``tracing``)."""

@@ -17,6 +17,7 @@ import torch.utils.checkpoint as checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ...utils.tracing import is_tracing as _tracing
 from .common import D2BackboneMixin, init_trunc_normal, input_channels
 
 __all__ = ["DropPath", "Mlp", "SwinTransformer", "D2SwinTransformer"]
@@ -87,12 +88,6 @@ def window_reverse(windows, window_size: int, H: int, W: int):
     C = windows.shape[-1]
     x = windows.reshape(-1, H // window_size, W // window_size, window_size, window_size, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
-
-
-def _tracing() -> bool:
-    """True inside torch.jit.trace / torch.onnx.export: sizes are then traced 0-d tensors, so shape checks are skipped
-    and size-dependent branches take the form that is valid for every size (see tools/export_model.py)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def relative_position_index(window_size: int):
@@ -195,8 +190,8 @@ def _window_attention_cpu(q, k, v, bias, mask, scale: float, matrices_per_step: 
         else:
             windows = torch.arange(s, s + c, device=mask.device) % mask.shape[0]
             add = (bias.unsqueeze(0) + mask[windows].unsqueeze(1)).view(c * h, N, N)
-        attn = torch.baddbmm(add, q[s : s + c].reshape(c * h, N, d), k[s : s + c].reshape(c * h, N, d).transpose(1, 2),
-                             alpha=scale)
+        keys = k[s : s + c].reshape(c * h, N, d).transpose(1, 2)
+        attn = torch.baddbmm(add, q[s : s + c].reshape(c * h, N, d), keys, alpha=scale)
         attn = attn.softmax(-1)
         out[s : s + c] = torch.bmm(attn, v[s : s + c].reshape(c * h, N, d)).view(c, h, N, d).transpose(1, 2)
     return out
