@@ -246,8 +246,10 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         feats = self.pe_layer(mask_features, None)
         # without the task norm the original starts the class transformer from zero queries (the task token then
         # only enters as the last query)
-        out_t, _ = self.class_transformer(feats, None, self.query_embed.weight[:-1],
-                                          self.class_input_proj(mask_features),
+        # channels-last, so that the (HW, B, C) view the class transformer takes has unit-stride channels: its two
+        # layers then add and project it without a transposing copy each (20 of ~200 ms on CPU for Swin-L at 512²)
+        keys = self.class_input_proj(mask_features).contiguous(memory_format=torch.channels_last)
+        out_t, _ = self.class_transformer(feats, None, self.query_embed.weight[:-1], keys,
                                           tasks if self.use_task_norm else None)
         out_t = out_t[0].permute(1, 0, 2)  # (N-1, B, C)
         out = torch.cat([out_t, tasks], dim=0)  # (N, B, C); the task token is the last query
