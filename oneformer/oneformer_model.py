@@ -21,7 +21,7 @@ from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 from torch.nn import functional as F
 
-from .data.tokenizer import Tokenize, get_default_tokenizer
+from .data.tokenizer import TASKS, Tokenize, get_default_tokenizer, task_string
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
 from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference
@@ -31,20 +31,7 @@ from .modeling.transformer_decoder.text_transformer import TextTransformer
 
 __all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
 
-TASKS = ("semantic", "instance", "panoptic")
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
-
-
-def task_string(task: str) -> str:
-    """Normalize "panoptic" / "The task is panoptic" (any case) to "The task is panoptic"; ValueError otherwise."""
-    if not isinstance(task, str):
-        raise ValueError(f"task must be a string, got {type(task).__name__}")
-    t = task.strip()
-    name = t[len("the task is "):] if t.lower().startswith("the task is ") else t
-    name = name.strip().lower()
-    if name not in TASKS:
-        raise ValueError(f"unknown task {task!r}: expected one of {TASKS} (or 'The task is <task>')")
-    return f"The task is {name}"
 
 
 @META_ARCH_REGISTRY.register()

@@ -33,6 +33,7 @@ __all__ = [
     "SimpleTokenizer",
     "Tokenize",
     "TASKS",
+    "task_string",
     "task_tokens",
     "get_default_tokenizer",
     "bytes_to_unicode",
@@ -50,6 +51,18 @@ _EOW = "</w>"  # end-of-word marker appended to the last symbol of every word
 
 #: The task names accepted by :func:`task_tokens`.
 TASKS = ("semantic", "instance", "panoptic")
+
+
+def task_string(task: str) -> str:
+    """Normalize "panoptic" / "The task is panoptic" (any case) to "The task is panoptic"; ValueError otherwise."""
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a string, got {type(task).__name__}")
+    t = task.strip()
+    name = t[len("the task is "):] if t.lower().startswith("the task is ") else t
+    name = name.strip().lower()
+    if name not in TASKS:
+        raise ValueError(f"unknown task {task!r}: expected one of {TASKS} (or 'The task is <task>')")
+    return f"The task is {name}"
 
 
 class BPEVocabError(RuntimeError):

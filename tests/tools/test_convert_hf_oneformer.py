@@ -31,11 +31,11 @@ from transformers import (  # noqa: E402
 )
 
 from oneformer import add_oneformer_config_all  # noqa: E402
+from oneformer.data.tokenizer import TASKS  # noqa: E402
 from tests.reference import load_reference  # noqa: E402
 from tests.tiny import load_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = ("semantic", "instance", "panoptic")
 H, W = 64, 96
 TOL = 1e-6
 

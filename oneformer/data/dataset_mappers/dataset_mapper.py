@@ -18,24 +18,22 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..tokenizer import TASKS, task_string
 from .oneformer_unified_dataset_mapper import TrainingMapperBase
 from . import register_dataset_mapper
 
 __all__ = ["OneFormerTestDatasetMapper", "TEST_TASKS", "normalize_task"]
 
-TEST_TASKS = ("semantic", "instance", "panoptic")
+TEST_TASKS = TASKS
 
 
 def normalize_task(task) -> str:
     """"panoptic" or "The task is panoptic" (any case, surrounding blanks ignored) → "The task is panoptic";
-    ValueError naming the value otherwise."""
-    if isinstance(task, str):
-        name = task.strip().lower()
-        if name.startswith("the task is "):
-            name = name[len("the task is "):].strip()
-        if name in TEST_TASKS:
-            return f"The task is {name}"
-    raise ValueError(f"MODEL.TEST.TASK must be one of {TEST_TASKS}, got {task!r}")
+    ValueError naming MODEL.TEST.TASK and the value otherwise."""
+    try:
+        return task_string(task)
+    except ValueError:
+        raise ValueError(f"MODEL.TEST.TASK must be one of {TEST_TASKS}, got {task!r}") from None
 
 
 @register_dataset_mapper("oneformer_test")

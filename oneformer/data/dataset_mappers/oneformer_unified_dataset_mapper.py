@@ -52,6 +52,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_first_n
 
 from ...utils.image_io import ImageReadError, read_image, read_label_image
+from ..tokenizer import TASKS
 from . import register_dataset_mapper
 
 __all__ = [
@@ -72,7 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("semantic", "instance", "panoptic")
 TEXT_PADDING = {"semantic": "a semantic photo", "instance": "an instance photo", "panoptic": "a panoptic photo"}
 TEXT_TEMPLATE = "a photo with a {}"
 PLACEHOLDER_BOX = (0.0, 0.0, 1.0, 1.0)

@@ -11,8 +11,8 @@ from oneformer.data.dataset_mappers import (
     OneFormerInstanceDatasetMapper,
     OneFormerSemanticDatasetMapper,
     OneFormerTestDatasetMapper,
-    OneFormerUnifiedDatasetMapper,
 )
+from oneformer.data.tokenizer import TASKS
 from oneformer.utils.image_io import ImageReadError
 from tests.data.dataset_mappers import tiny_data as td
 from tests.data.dataset_mappers.test_semantic_instance_mappers import (
@@ -22,15 +22,6 @@ from tests.data.dataset_mappers.test_semantic_instance_mappers import (
     _sem_cfg,
     _sem_record,
 )
-
-TASKS = ("semantic", "instance", "panoptic")
-
-
-def _unified(cfg=None, task=None, monkeypatch=None):
-    mapper = OneFormerUnifiedDatasetMapper(cfg if cfg is not None else td.mapper_cfg(), is_train=True)
-    if task is not None:
-        monkeypatch.setattr(mapper, "_sample_task", lambda: task)
-    return mapper
 
 
 def _test_mapper():
@@ -53,7 +44,7 @@ def _records(tmp_path):
     (tmp_path / "ins").mkdir()
     (tmp_path / "sem").mkdir()
     return [
-        ("oneformer_unified", _unified(), td.write_record(tmp_path)),
+        ("oneformer_unified", td.unified_mapper(), td.write_record(tmp_path)),
         ("coco_unified_lsj", _lsj(), td.write_record(tmp_path)),
         ("oneformer_semantic", OneFormerSemanticDatasetMapper(_sem_cfg(), is_train=True),
          _sem_record(tmp_path / "sem", _labels())),
@@ -100,7 +91,7 @@ def test_unreadable_label_pngs_name_the_file_and_record(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ImageReadError, match=rf"Panoptic PNG {empty} \(dataset record {record['file_name']}\): "
                                              r"the file is empty"):
-        _unified()(dict(record, pan_seg_file_name=str(empty)))
+        td.unified_mapper()(dict(record, pan_seg_file_name=str(empty)))
     sem_record = _sem_record(tmp_path, _labels())
     garbage = tmp_path / "garbage_sem.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n nope")
@@ -146,7 +137,7 @@ def test_16bit_image_is_not_saturated(tmp_path):
     path = tmp_path / "mid_gray_16bit.png"
     Image.fromarray(np.full((td.H, td.W), 30000, dtype=np.uint16)).save(path)
     record = td.write_record(tmp_path)
-    out = _unified()(dict(record, file_name=str(path)))
+    out = td.unified_mapper()(dict(record, file_name=str(path)))
     assert (out["image"] == 30000 >> 8).all()
 
 
@@ -166,7 +157,7 @@ def test_image_smaller_than_the_crop(tmp_path, monkeypatch, crop_type, size, are
         cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = area
         cfg.INPUT.SIZE_DIVISIBILITY = pad
         for task in TASKS:
-            out = _unified(cfg, task, monkeypatch)(td.write_record(tmp_path))
+            out = td.unified_mapper(cfg, task, monkeypatch)(td.write_record(tmp_path))
             shape = (td.H, td.W) if pad < 0 else (pad, pad)
             assert tuple(out["image"].shape) == (3,) + shape
             assert out["instances"].gt_masks.shape[1:] == shape
@@ -184,7 +175,7 @@ def test_crop_that_rounds_to_nothing_is_explained(tmp_path):
     cfg.INPUT.CROP.TYPE = "relative"
     cfg.INPUT.CROP.SIZE = (0.01, 0.01)
     with pytest.raises(ValueError, match=r"augmentations produced an empty 0×0 image; INPUT.CROP.SIZE is too small"):
-        _unified(cfg)(td.write_record(tmp_path))
+        td.unified_mapper(cfg)(td.write_record(tmp_path))
 
 
 def test_extreme_aspect_ratio_is_explained(tmp_path):
@@ -216,7 +207,7 @@ def _expect_empty(out, task):
 @pytest.mark.parametrize("task", TASKS)
 def test_images_without_usable_segments_give_empty_targets(tmp_path, monkeypatch, task):
     record = td.write_record(tmp_path)
-    mapper = _unified(task=task, monkeypatch=monkeypatch)
+    mapper = td.unified_mapper(task=task, monkeypatch=monkeypatch)
     no_segments = dict(record, segments_info=[])
     crowd_only = dict(record, segments_info=[dict(s, iscrowd=1) for s in td.SEGMENTS_INFO])
     absent_from_png = dict(record, segments_info=[{"id": 123456, "category_id": 0, "iscrowd": 0},
@@ -233,7 +224,7 @@ def test_empty_targets_train(tmp_path, monkeypatch):
     inputs = []
     for task, segments in (("panoptic", []), ("instance", [dict(s, iscrowd=1) for s in td.SEGMENTS_INFO]),
                            ("semantic", [])):
-        inputs.append(_unified(cfg, task, monkeypatch)(dict(record, segments_info=segments)))
+        inputs.append(td.unified_mapper(cfg, task, monkeypatch)(dict(record, segments_info=segments)))
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -246,12 +237,12 @@ def test_empty_targets_train(tmp_path, monkeypatch):
 def test_malformed_segments_info(tmp_path):
     record = td.write_record(tmp_path)
     with pytest.raises(ValueError, match=r"segments_info entry \{'id': 7\} lacks 'id' or 'category_id'"):
-        _unified()(dict(record, segments_info=[{"id": 7}]))
+        td.unified_mapper()(dict(record, segments_info=[{"id": 7}]))
     with pytest.raises(ValueError, match="has a panoptic PNG but no 'segments_info'"):
-        _unified()({k: v for k, v in record.items() if k != "segments_info"})
+        td.unified_mapper()({k: v for k, v in record.items() if k != "segments_info"})
 
 
 def test_image_size_mismatch_names_the_file(tmp_path):
     record = td.write_record(tmp_path)
     with pytest.raises(Exception, match=rf"Mismatched image shape for image {record['file_name']}"):
-        _unified()(dict(record, height=td.H + 1))
+        td.unified_mapper()(dict(record, height=td.H + 1))

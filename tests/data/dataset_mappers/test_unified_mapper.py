@@ -17,16 +17,8 @@ from oneformer.data.dataset_mappers import (
     sample_task,
     semantic_label_map,
 )
+from oneformer.data.tokenizer import TASKS
 from tests.data.dataset_mappers import tiny_data as td
-
-TASKS = ("semantic", "instance", "panoptic")
-
-
-def _mapper(cfg=None, task=None, monkeypatch=None):
-    mapper = OneFormerUnifiedDatasetMapper(cfg if cfg is not None else td.mapper_cfg(), is_train=True)
-    if task is not None:
-        monkeypatch.setattr(mapper, "_sample_task", lambda: task)
-    return mapper
 
 
 def _check_targets(out, task, shape=(td.H, td.W), text_length=8):
@@ -51,7 +43,7 @@ def _check_targets(out, task, shape=(td.H, td.W), text_length=8):
 @pytest.mark.parametrize("task", TASKS)
 def test_targets_per_task(tmp_path, monkeypatch, task):
     record = td.write_record(tmp_path)
-    out = _mapper(task=task, monkeypatch=monkeypatch)(record)
+    out = td.unified_mapper(task=task, monkeypatch=monkeypatch)(record)
     _check_targets(out, task)
     assert out["image"].dtype == torch.uint8 and tuple(out["image"].shape) == (3, td.H, td.W)
     np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), td.image_array())
@@ -98,7 +90,7 @@ def test_text_list_truncation_and_order():
 
 def test_text_length_is_queries_minus_ctx(tmp_path, monkeypatch):
     record = td.write_record(tmp_path)
-    out = _mapper(td.mapper_cfg(num_queries=7, n_ctx=3), "panoptic", monkeypatch)(record)
+    out = td.unified_mapper(td.mapper_cfg(num_queries=7, n_ctx=3), "panoptic", monkeypatch)(record)
     # 6 panoptic masks, 4 slots: truncated, class order kept
     assert out["text"] == td.EXPECTED["panoptic"]["texts"][:4]
     with pytest.raises(ValueError, match="N_CTX"):
@@ -110,7 +102,7 @@ def test_fixed_size_padding(tmp_path, monkeypatch, task):
     record = td.write_record(tmp_path)
     cfg = td.mapper_cfg()
     cfg.INPUT.SIZE_DIVISIBILITY = 32
-    out = _mapper(cfg, task, monkeypatch)(record)
+    out = td.unified_mapper(cfg, task, monkeypatch)(record)
     image = out["image"]
     assert tuple(image.shape) == (3, 32, 32)
     assert (image[:, td.H:, :] == 128).all() and (image[:, :, td.W:] == 128).all()
@@ -137,14 +129,14 @@ def test_image_larger_than_pad_size_is_not_cropped(tmp_path, monkeypatch):
     record = td.write_record(tmp_path)
     cfg = td.mapper_cfg()
     cfg.INPUT.SIZE_DIVISIBILITY = 20
-    out = _mapper(cfg, "panoptic", monkeypatch)(record)
+    out = td.unified_mapper(cfg, "panoptic", monkeypatch)(record)
     assert tuple(out["image"].shape) == (3, 20, 24)
     assert out["instances"].gt_masks.shape[1:] == (20, 24)
 
 
 def test_flip_applies_same_geometry_to_panoptic(tmp_path, monkeypatch):
     record = td.write_record(tmp_path)
-    base = _mapper()
+    base = td.unified_mapper()
     mapper = OneFormerUnifiedDatasetMapper(
         augmentations=[T.RandomFlip(prob=1.0)], image_format="RGB", class_names=td.CLASS_NAMES,
         thing_ids=td.THING_IDS, ignore_label=255, text_length=8, size_divisibility=-1,
@@ -170,7 +162,7 @@ def test_task_sampling_thresholds():
 
 def test_task_sampling_frequencies():
     cfg = td.mapper_cfg()
-    mapper = _mapper(cfg)
+    mapper = td.unified_mapper(cfg)
     assert (mapper.semantic_prob, mapper.instance_prob) == (0.33, 0.66)
     n = 6000
     np.random.seed(0)
@@ -180,7 +172,7 @@ def test_task_sampling_frequencies():
 
     cfg.INPUT.TASK_PROB.SEMANTIC = 0.5
     cfg.INPUT.TASK_PROB.INSTANCE = 0.5  # Mapillary base config: instance is never drawn
-    mapper = _mapper(cfg)
+    mapper = td.unified_mapper(cfg)
     counts = collections.Counter(mapper._sample_task() for _ in range(n))
     assert counts["instance"] == 0
     assert abs(counts["semantic"] / n - 0.5) < 0.03, counts
@@ -190,7 +182,7 @@ def test_seeding_numpy_makes_mapping_reproducible(tmp_path):
     record = td.write_record(tmp_path)
     cfg = td.mapper_cfg()
     cfg.INPUT.RANDOM_FLIP = "horizontal"
-    mapper = _mapper(cfg)
+    mapper = td.unified_mapper(cfg)
     runs = []
     for _ in range(2):
         np.random.seed(123)
@@ -212,7 +204,7 @@ def test_real_augmentation_pipeline(tmp_path):
     cfg.INPUT.COLOR_AUG_SSD = True
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     cfg.INPUT.SIZE_DIVISIBILITY = 12
-    mapper = _mapper(cfg)
+    mapper = td.unified_mapper(cfg)
     assert mapper._crop_needs_sem_seg
     np.random.seed(0)
     for with_sem in (True, False):
@@ -230,7 +222,7 @@ def test_real_augmentation_pipeline(tmp_path):
 
 def test_unknown_png_ids_are_void(tmp_path, monkeypatch):
     record = td.write_record(tmp_path)
-    out = _mapper(task="panoptic", monkeypatch=monkeypatch)(record)
+    out = td.unified_mapper(task="panoptic", monkeypatch=monkeypatch)(record)
     void = td.pan_ids() == 99
     assert not out["instances"].gt_masks[:, torch.from_numpy(void)].any()
     assert (out["sem_seg"][torch.from_numpy(void)] == td.IGNORE).all()
@@ -240,7 +232,7 @@ def test_record_with_annotations_is_refused(tmp_path):
     record = td.write_record(tmp_path)
     record["annotations"] = []
     with pytest.raises(ValueError, match="annotations") as e:
-        _mapper()(record)
+        td.unified_mapper()(record)
     assert "coco_unified_lsj" in str(e.value) and "without instance annotations" in str(e.value)
 
 
@@ -248,17 +240,17 @@ def test_missing_panoptic_png(tmp_path):
     record = td.write_record(tmp_path)
     missing = str(tmp_path / "nowhere_pan.png")
     with pytest.raises(FileNotFoundError, match="nowhere_pan.png"):
-        _mapper()(dict(record, pan_seg_file_name=missing))
+        td.unified_mapper()(dict(record, pan_seg_file_name=missing))
     no_key = {k: v for k, v in record.items() if k != "pan_seg_file_name"}
     with pytest.raises(ValueError, match="pan_seg_file_name"):
-        _mapper()(no_key)
+        td.unified_mapper()(no_key)
 
 
 def test_unknown_category_id(tmp_path):
     record = td.write_record(tmp_path)
     record["segments_info"][2] = dict(record["segments_info"][2], category_id=17)
     with pytest.raises(ValueError, match="category_id 17"):
-        _mapper()(record)
+        td.unified_mapper()(record)
     with pytest.raises(ValueError, match="category_id -1"):
         derive_targets(td.pan_ids(), [{"id": 1, "category_id": -1}], "semantic", [], num_classes=5)
 
@@ -272,7 +264,7 @@ def test_panoptic_png_size_mismatch(tmp_path):
     record = td.write_record(tmp_path)
     Image.fromarray(np.zeros((5, 5, 3), dtype=np.uint8)).save(record["pan_seg_file_name"])
     with pytest.raises(ValueError, match="size"):
-        _mapper()(record)
+        td.unified_mapper()(record)
 
 
 def test_is_training_only():

@@ -161,3 +161,14 @@ def mapper_cfg(num_queries: int = 12, n_ctx: int = 4):
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.INPUT.SIZE_DIVISIBILITY = -1
     return cfg
+
+
+def unified_mapper(cfg=None, task=None, monkeypatch=None):
+    """A training OneFormerUnifiedDatasetMapper on ``cfg`` (default :func:`mapper_cfg`); with ``task``, every call
+    samples that task (through ``monkeypatch``)."""
+    from oneformer.data.dataset_mappers.oneformer_unified_dataset_mapper import OneFormerUnifiedDatasetMapper
+
+    mapper = OneFormerUnifiedDatasetMapper(cfg if cfg is not None else mapper_cfg(), is_train=True)
+    if task is not None:
+        monkeypatch.setattr(mapper, "_sample_task", lambda: task)
+    return mapper
