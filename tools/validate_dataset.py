@@ -17,7 +17,9 @@ Reported, in plain words:
   * category ids in the annotations that the metadata does not know;
   * missing image, panoptic PNG and semantic PNG files; PNG/image size mismatches; semantic values out of range;
   * PNG segment ids (R + 256·G + 256²·B) missing from segments_info and segments_info ids missing from the PNG;
-  * images without any segment and images whose segments are all crowd (warnings).
+  * images without any segment and images whose segments are all crowd (warnings);
+  * a panoptic dataset without instance annotations (metadata json_file): instance evaluation will be skipped
+    (a warning naming the fix; none when ``--config-file`` sets MODEL.TEST.INSTANCE_ON False).
 
 Exit code 0 when nothing is reported (warnings allowed with ``--allow-warnings``), 1 otherwise.
 """
@@ -149,8 +151,9 @@ def _read_png(path):
 # metadata checks
 
 
-def check_metadata(meta, report, num_classes=None):
-    """Check fields and id spaces; returns the kind ("panoptic", "semantic", "instance") or None."""
+def check_metadata(meta, report, num_classes=None, instance_on=True):
+    """Check fields and id spaces; returns the kind ("panoptic", "semantic", "instance") or None. ``instance_on``
+    (MODEL.TEST.INSTANCE_ON): whether instance evaluation will run, i.e. needs instance annotations."""
     kind = dataset_kind(meta)
     if kind is None:
         report.error("metadata", "metadata has neither evaluator_type nor thing_classes/stuff_classes: the dataset "
@@ -158,8 +161,13 @@ def check_metadata(meta, report, num_classes=None):
         return None
     ev = meta.get("evaluator_type")
     required = list(REQUIRED[kind])
-    if kind == "panoptic" and ev in ("coco_panoptic_seg", "ade20k_panoptic_seg"):
-        required.append("json_file")  # instance evaluation reads it
+    if kind == "panoptic" and ev in ("coco_panoptic_seg", "ade20k_panoptic_seg") and meta.get("json_file") is None \
+            and instance_on:
+        from oneformer.evaluation.build import NO_INSTANCE_JSON_FIX
+
+        # training works; evaluation skips AP (oneformer/evaluation/build.py)
+        report.warning("no-instance-json", "metadata field 'json_file' (instance annotations) is missing: instance "
+                                           f"evaluation (AP) will be skipped; {NO_INSTANCE_JSON_FIX}")
     if ev == "coco":
         required.append("json_file")
     if ev in ("cityscapes_instance", "cityscapes_sem_seg"):
@@ -416,7 +424,7 @@ def _check_panoptic_record(rec, meta, k, thing_contiguous, shape, report):
 # drivers
 
 
-def validate_registered(name, num_classes=None, max_images=None):
+def validate_registered(name, num_classes=None, max_images=None, instance_on=True):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     report = Report(name)
@@ -426,7 +434,7 @@ def validate_registered(name, num_classes=None, max_images=None):
                                         + (f"; did you mean {', '.join(close)}?" if close else ""))
         return report
     meta = MetadataCatalog.get(name).as_dict()
-    kind = check_metadata(meta, report, num_classes)
+    kind = check_metadata(meta, report, num_classes, instance_on)
     report.notes.insert(0, f"type: {kind or 'unknown'}, evaluator_type: {meta.get('evaluator_type')}, "
                         f"classes: {len(meta.get('stuff_classes') or meta.get('thing_classes') or [])}")
     data = None
@@ -531,10 +539,12 @@ def main(argv=None):
         importlib.import_module(module)
 
     num_classes = None
+    instance_on = True
     names = list(args.names)
     if args.config_file:
         cfg = _load_config(args.config_file)
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        instance_on = cfg.MODEL.TEST.INSTANCE_ON
         if not names and not args.panoptic_json:
             for key in ("TRAIN", "TEST_PANOPTIC", "TEST_INSTANCE", "TEST_SEMANTIC"):
                 for n in cfg.DATASETS.get(key, ()):
@@ -550,7 +560,7 @@ def main(argv=None):
     if not names and not reports:
         parser.error("give dataset names, --config-file, or --panoptic-json/--panoptic-root/--image-root")
     for name in names:
-        reports.append(validate_registered(name, num_classes, args.max_images))
+        reports.append(validate_registered(name, num_classes, args.max_images, instance_on))
 
     for r in reports:
         print(r.render())

@@ -16,8 +16,12 @@ cityscapes_sem_seg             CityscapesSemSegEvaluator
 
 Semantic evaluators need SEMANTIC_ON, panoptic PANOPTIC_ON, instance INSTANCE_ON, detection DETECTION_ON (without
 the output an evaluator would fail on the first image). ``tasks`` restricts the selection further (the semantic TTA
-run uses ``tasks=("semantic",)``). The Cityscapes evaluators need cityscapesscripts and a single machine.
+run uses ``tasks=("semantic",)``). The COCO-json evaluators (COCOEvaluator, InstanceSegEvaluator,
+DetectionCOCOEvaluator) of panoptic datasets need instance annotations (metadata ``json_file``); a panoptic dataset
+without them (``register_panoptic_dataset`` without ``instance_json``) is evaluated without them, with one logged
+line that names the fix. The Cityscapes evaluators need cityscapesscripts and a single machine.
 """
+import logging
 import os
 
 from detectron2.data import MetadataCatalog
@@ -33,7 +37,15 @@ from .cityscapes_evaluation import CityscapesInstanceEvaluator
 from .detection_evaluation import DetectionCOCOEvaluator
 from .instance_evaluation import InstanceSegEvaluator
 
-__all__ = ["build_oneformer_evaluator", "EVALUATOR_TASKS", "EVALUATOR_TYPES"]
+__all__ = ["build_oneformer_evaluator", "EVALUATOR_TASKS", "EVALUATOR_TYPES", "NO_INSTANCE_JSON_FIX"]
+
+logger = logging.getLogger(__name__)
+
+# what to do about a panoptic dataset without instance annotations (also quoted by tools/validate_dataset.py)
+NO_INSTANCE_JSON_FIX = (
+    "pass instance_json= to register_panoptic_dataset (a COCO instances json, e.g. written by "
+    "datasets/panoptic2detection_coco_format.py --things-only) to evaluate AP, or set MODEL.TEST.INSTANCE_ON False"
+)
 
 EVALUATOR_TASKS = ("semantic", "instance", "panoptic", "detection")
 EVALUATOR_TYPES = (
@@ -83,10 +95,14 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
         "detection": test.DETECTION_ON,
     }
     evaluators = []
+    skipped = []
 
-    def add(task, factory):
+    def add(task, factory, needs_json=False):
         if task in wanted and enabled[task]:
-            evaluators.append(factory())
+            if needs_json and meta.get("json_file", None) is None:
+                skipped.append(task)  # COCOEvaluator would fail deep in iopath on json_file=None
+            else:
+                evaluators.append(factory())
 
     semseg = lambda: SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)  # noqa: E731
     panoptic = lambda: COCOPanopticEvaluator(dataset_name, output_folder)  # noqa: E731
@@ -107,12 +123,12 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
     elif etype == "ade20k_panoptic_seg":
         add("semantic", semseg)
         add("panoptic", panoptic)
-        add("instance", lambda: InstanceSegEvaluator(dataset_name, output_dir=output_folder))
+        add("instance", lambda: InstanceSegEvaluator(dataset_name, output_dir=output_folder), needs_json=True)
     elif etype == "coco_panoptic_seg":
         add("panoptic", panoptic)
-        add("instance", coco_segm)
+        add("instance", coco_segm, needs_json=True)
         add("semantic", semseg)
-        add("detection", coco_bbox)
+        add("detection", coco_bbox, needs_json=True)
     elif etype == "mapillary_vistas_panoptic_seg":
         add("panoptic", panoptic)
         add("semantic", semseg)
@@ -128,6 +144,9 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
         raise NotImplementedError(
             f"no evaluator for dataset {dataset_name!r} with evaluator_type {etype!r}; known types: {EVALUATOR_TYPES}"
         )
+    if skipped:
+        logger.warning("Dataset %s has no instance annotations (metadata json_file is None): %s evaluation skipped; "
+                       "%s.", dataset_name, " and ".join(skipped), NO_INSTANCE_JSON_FIX)
     if not evaluators:
         raise ValueError(
             f"nothing to evaluate on {dataset_name!r} (evaluator_type {etype!r}) with tasks {sorted(wanted)} and "

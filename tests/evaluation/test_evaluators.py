@@ -160,6 +160,34 @@ def test_selection_follows_the_test_flags_and_tasks(datasets_root, registered, t
         build_oneformer_evaluator(_cfg(tmp_path, 133), registered + "odd")
 
 
+@pytest.mark.parametrize("evaluator_type, panoptic_types", [
+    ("coco_panoptic_seg", [COCOPanopticEvaluator, SemSegEvaluator]),
+    ("ade20k_panoptic_seg", [SemSegEvaluator, COCOPanopticEvaluator]),
+])
+def test_panoptic_dataset_without_instance_json_skips_instance_evaluation(tmp_path, unique_prefix, caplog,
+                                                                          evaluator_type, panoptic_types):
+    """The README's register_panoptic_dataset call (no instance_json): COCOEvaluator would get json_file=None."""
+    from oneformer.data.datasets import register_panoptic_dataset
+
+    files = fd.make_custom_panoptic(str(tmp_path))
+    name = unique_prefix + "noinst"
+    register_panoptic_dataset(name, image_root=files["image_root"], panoptic_root=files["panoptic_root"],
+                              panoptic_json=files["panoptic_json"], sem_seg_root=files["sem_seg_root"],
+                              evaluator_type=evaluator_type)
+    with caplog.at_level("WARNING", logger="oneformer.evaluation"):
+        evaluator, res = evaluate(_cfg(tmp_path, 4, detection_on=True), name, lambda r: gt_prediction(r, 4))
+    assert _types(evaluator) == panoptic_types
+    assert set(res) == {"panoptic_seg", "sem_seg"} and _close(res["panoptic_seg"]["PQ"])
+    lines = [r.getMessage() for r in caplog.records if "no instance annotations" in r.getMessage()]
+    detection = " and detection" if evaluator_type == "coco_panoptic_seg" else ""
+    assert len(lines) == 1 and f"instance{detection} evaluation skipped" in lines[0], lines
+    assert "instance_json=" in lines[0] and "MODEL.TEST.INSTANCE_ON False" in lines[0]
+    caplog.clear()
+    cfg = _cfg(tmp_path, 4, instance_on=False)
+    assert _types(build_oneformer_evaluator(cfg, name)) == panoptic_types
+    assert not caplog.records  # nothing skipped: nothing to say
+
+
 # ------------------------------------------------------------------------------------------------------ ADE20K
 
 

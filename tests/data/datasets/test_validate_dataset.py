@@ -143,6 +143,25 @@ def test_metadata_problems(tmp_path, tool, capsys, unique_prefix):
     assert "contiguous ids are not exactly 0..3 (len(stuff_classes)): missing [2], unexpected [5]" in out
 
 
+def test_missing_instance_json_names_the_fix(tmp_path, tool, capsys, unique_prefix):
+    files = fd.make_custom_panoptic(str(tmp_path))
+    name = unique_prefix + "noinst"
+    register_panoptic_dataset(name, image_root=files["image_root"], panoptic_root=files["panoptic_root"],
+                              panoptic_json=files["panoptic_json"], sem_seg_root=files["sem_seg_root"])
+    assert tool.main([name]) == 1
+    out = capsys.readouterr().out
+    assert "WARNING metadata field 'json_file' (instance annotations) is missing: instance evaluation (AP) will be " \
+           "skipped; pass instance_json= to register_panoptic_dataset" in out
+    assert "or set MODEL.TEST.INSTANCE_ON False" in out
+    assert tool.main([name, "--allow-warnings"]) == 0  # training and the other evaluations work
+    capsys.readouterr()
+    config = tmp_path / "no_instances.yaml"
+    config.write_text("_BASE_: %s\nMODEL:\n  TEST:\n    INSTANCE_ON: False\n"
+                      % os.path.join(fd.REPO, "configs/ade20k/oneformer_R50_bs16_160k.yaml"))
+    tool.main([name, "--config-file", str(config)])
+    assert "json_file" not in capsys.readouterr().out
+
+
 def test_thing_stuff_mismatch_between_json_and_metadata(tmp_path, tool, capsys, unique_prefix):
     files = fd.make_custom_panoptic(str(tmp_path))
     cats = [dict(c) for c in fd.CUSTOM_CATEGORIES]
