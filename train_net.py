@@ -146,6 +146,33 @@ class Trainer(DefaultTrainer):
             if precision == "bfloat16":  # bfloat16 has float32's range: no loss scaling
                 self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
 
+    def resume_or_load(self, resume=True):
+        """DefaultTrainer's; when resuming, the LR schedule then runs to this config's SOLVER.MAX_ITER (logged)."""
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self._follow_max_iter()
+
+    def _follow_max_iter(self):
+        # WarmupPolyLR keeps max_iters in its state, so a resumed run would keep the checkpoint's length: a larger
+        # SOLVER.MAX_ITER then fails in math.pow (1 - iter / max_iters < 0), a smaller one is ignored
+        scheduler, max_iter = self.scheduler, self.max_iter
+        saved = getattr(scheduler, "max_iters", None)
+        if self.start_iter >= max_iter:
+            logger.warning("The checkpoint was saved after %d iterations and SOLVER.MAX_ITER is %d: nothing left to "
+                           "train (raise SOLVER.MAX_ITER to train longer).", self.start_iter, max_iter)
+            return
+        if saved is not None and saved != max_iter:
+            scheduler.max_iters = max_iter
+            # the optimizer holds the LR of the old schedule for this iteration
+            for group, lr in zip(self.optimizer.param_groups, scheduler.get_lr()):
+                group["lr"] = lr
+            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        lrs = sorted({group["lr"] for group in self.optimizer.param_groups})
+        logger.info("Resuming at iteration %d: LR schedule %s to SOLVER.MAX_ITER %d%s; learning rate now %s.",
+                    self.start_iter, self.cfg.SOLVER.LR_SCHEDULER_NAME, max_iter,
+                    f" (the checkpoint's schedule ran to {saved})" if saved not in (None, max_iter) else "",
+                    ", ".join(f"{lr:.4g}" for lr in lrs))
+
     # ------------------------------------------------------------------------------------------------ data
     @classmethod
     def build_train_loader(cls, cfg):

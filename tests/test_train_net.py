@@ -213,6 +213,7 @@ def test_interrupted_run_resumes_at_its_checkpoint(resumed_run):
         log = f.read()
     assert "model_0000002.pth" in log.split("Starting training from iteration")[0].rsplit("Loading from", 1)[-1]
     assert "Starting training from iteration 3" in log
+    assert "Resuming at iteration 3: LR schedule WarmupMultiStepLR to SOLVER.MAX_ITER 6;" in log
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert final["iteration"] == 5
     state = final["trainer"]
@@ -220,6 +221,26 @@ def test_interrupted_run_resumes_at_its_checkpoint(resumed_run):
     assert state["hooks"]["LRScheduler"]["last_epoch"] == 6
     steps = {float(s["step"]) for s in state["_trainer"]["optimizer"]["state"].values()}
     assert steps == {6.0}
+
+
+def test_resume_with_another_max_iter_follows_the_new_schedule(prefix, tmp_path):
+    """`--resume SOLVER.MAX_ITER <larger>` of a WarmupPolyLR run (the checkpoint keeps the old length: math.pow of a
+    negative number), then a MAX_ITER the checkpoint has already passed."""
+    cfg = train_cfg(tmp_path, prefix, max_iter=2)
+    cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER.WARMUP_ITERS = "WarmupPolyLR", 0
+    cfg.DATASETS.TEST_PANOPTIC = ("",)
+    cfg_file = _write_yaml(cfg, tmp_path / "tiny.yaml")
+    train_net.main(_args("--config-file", cfg_file))
+    train_net.main(_args("--config-file", cfg_file, "--resume", "SOLVER.MAX_ITER", "4"))
+    log = (tmp_path / "log.txt").read_text()
+    assert ("Resuming at iteration 2: LR schedule WarmupPolyLR to SOLVER.MAX_ITER 4 (the checkpoint's schedule ran "
+            "to 2); learning rate now 5.359e-05, 0.0005359.") in log  # 1e-3 * (1 - 2/4) ** 0.9, backbone x 0.1
+    with open(tmp_path / "metrics.json") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["iteration"] == 3 and last["lr"] == pytest.approx(1e-3 * (1 - 3 / 4) ** 0.9)
+    train_net.main(_args("--config-file", cfg_file, "--resume", "SOLVER.MAX_ITER", "3"))
+    assert ("The checkpoint was saved after 4 iterations and SOLVER.MAX_ITER is 3: nothing left to train"
+            in (tmp_path / "log.txt").read_text())
 
 
 def test_eval_only_prints_pq_miou_ap(resumed_run, coco_root):
