@@ -58,6 +58,7 @@ from oneformer.engine import (
 )
 from oneformer.evaluation import build_oneformer_evaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
+from oneformer.utils.device import DeviceError, check_device
 
 logger = logging.getLogger("oneformer.train_net")
 
@@ -286,12 +287,20 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+def check_devices(cfg, args):
+    """Raise DeviceError when MODEL.DEVICE names CUDA devices this machine lacks (one per --num-gpus process)."""
+    check_device(cfg.MODEL.DEVICE, "add MODEL.DEVICE cpu to the command line to train on CPU (with --num-gpus N: "
+                                   "N CPU processes)", count=args.num_gpus)
+
+
+def cli(argv=None):
+    """The command line: parse ``argv`` (default sys.argv[1:]), check the config and the devices, launch ``main``.
+    Config and device errors stop here, once, in one line (SystemExit), instead of in every launched process."""
+    args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    try:  # config errors stop here, once, instead of in every launched process
-        build_config(args)
-    except ConfigError as e:
+    try:
+        check_devices(build_config(args), args)
+    except (ConfigError, DeviceError) as e:
         sys.exit(f"train_net.py: {e}")
     launch(
         main,
@@ -301,3 +310,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    cli()

@@ -32,6 +32,7 @@ from oneformer.config import ConfigError  # noqa: E402
 from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
 from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
+from oneformer.utils.device import check_device, choose_device  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from visualizer import draw, summarize  # noqa: E402
@@ -53,7 +54,8 @@ def get_parser():
     parser.add_argument("--confidence-threshold", type=float, default=None,
                         help="drop instances scored below it and panoptic queries less confident than it")
     parser.add_argument("--weights", help="checkpoint path or URL (default: see above)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: MODEL.DEVICE of --opts, else cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--save-predictions", action="store_true", help="also write standard prediction files")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
@@ -233,8 +235,10 @@ def main(argv=None):
     if args.allow_unsafe_pickle:
         opts += ["MODEL.ALLOW_UNSAFE_PICKLE", "True"]
     try:
+        device = choose_device(args.device, opts)
+        check_device(device, "use --device cpu")
         predictor = OneFormerPredictor.from_config_file(
-            args.config_file, weights=resolve_weights(args), opts=opts, device=args.device,
+            args.config_file, weights=resolve_weights(args), opts=opts, device=device,
             confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
             input_format="RGB",
         )

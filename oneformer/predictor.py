@@ -21,6 +21,7 @@ from detectron2.modeling import build_model
 from .config import add_oneformer_config_all, merge_config
 from .oneformer_model import TASKS
 from .utils.checkpoint import OneFormerCheckpointer
+from .utils.device import check_device, choose_device
 from .utils.image_io import ImageReadError, read_image
 from .utils.image_io import to_uint8_hwc as _to_uint8_hwc
 
@@ -36,7 +37,8 @@ class OneFormerPredictor:
     """Batched inference with a OneFormer model built from ``cfg``.
 
     Args:
-        cfg: a Detectron2 config with the OneFormer keys (MODEL.WEIGHTS: a path or URL; empty keeps random weights).
+        cfg: a Detectron2 config with the OneFormer keys (MODEL.WEIGHTS: a path or URL; empty keeps random weights;
+            MODEL.DEVICE: a device this machine has, else ``DeviceError``).
         confidence_threshold: optional; instances scored below it are dropped, and it is used as the panoptic
             object-mask threshold when higher than the config's.
         batch_size: images per forward pass.
@@ -58,6 +60,7 @@ class OneFormerPredictor:
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_device(cfg.MODEL.DEVICE, "use device='cpu' (demo/demo.py --device cpu, or MODEL.DEVICE cpu)")
         self.cfg = cfg
         self.confidence_threshold = confidence_threshold
         self.batch_size = batch_size
@@ -76,12 +79,14 @@ class OneFormerPredictor:
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (),
                          device: Optional[str] = None, **kwargs) -> "OneFormerPredictor":
         """Build from a YAML file, a checkpoint (path or URL; default: the config's MODEL.WEIGHTS) and KEY VALUE
-        overrides; ``device`` defaults to cuda when available. An unknown key raises ``oneformer.config.ConfigError``
-        naming it, where it came from and the closest existing keys."""
+        overrides. The device is ``device``, else MODEL.DEVICE of ``opts``, else cuda when available, else cpu (not
+        the file's MODEL.DEVICE: a dumped training config carries its machine's); a CUDA device that is not there
+        raises ``oneformer.utils.device.DeviceError``. An unknown key raises
+        ``oneformer.config.ConfigError`` naming it, where it came from and the closest existing keys."""
         cfg = merge_config(add_oneformer_config_all(get_cfg()), config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
-        cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        cfg.MODEL.DEVICE = choose_device(device, opts)
         return cls(cfg, **kwargs)
 
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:

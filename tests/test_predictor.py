@@ -67,3 +67,29 @@ def test_confidence_threshold(predictor):
     assert len(predictor(arr, task="instance")[0]["instances"]) > 0
     with pytest.raises(ValueError, match="confidence_threshold"):
         OneFormerPredictor(predictor.cfg, confidence_threshold=2.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("predictor") / "tiny.yaml"
+    path.write_text(tiny_cfg().dump())
+    return str(path)
+
+
+def test_explicit_device_in_the_overrides_wins(tiny_yaml, monkeypatch):
+    from oneformer.utils.device import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"^no CUDA device \(asked for 'cuda'.*\); use device='cpu'"):
+        OneFormerPredictor.from_config_file(tiny_yaml, opts=["MODEL.DEVICE", "cuda"])  # was: silently on CPU
+    cfg = tiny_cfg()
+    cfg.MODEL.DEVICE = "cuda"  # Detectron2's default
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        OneFormerPredictor(cfg)  # was: "Found no NVIDIA driver" from build_model
+    assert OneFormerPredictor.from_config_file(tiny_yaml).cfg.MODEL.DEVICE == "cpu"  # automatic choice
+    # where CUDA exists, an explicit cpu stays cpu (it was replaced by cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    predictor = OneFormerPredictor.from_config_file(tiny_yaml, opts=["MODEL.DEVICE", "cpu"])
+    assert predictor.cfg.MODEL.DEVICE == "cpu" and next(predictor.model.parameters()).device.type == "cpu"
+    with pytest.raises(DeviceError, match="two devices were asked for: 'cpu' and MODEL.DEVICE 'cuda'"):
+        OneFormerPredictor.from_config_file(tiny_yaml, device="cpu", opts=["MODEL.DEVICE", "cuda"])

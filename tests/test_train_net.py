@@ -337,3 +337,23 @@ def test_wandb_needs_the_package(tmp_path):
 def test_extra_hooks_entries_must_name_a_factory():
     with pytest.raises(ValueError, match="package.module:factory"):
         train_net.load_extra_hooks(None, ["tests.engine.contrastive_probe.build_hook"])
+
+
+def test_cuda_without_a_gpu_stops_before_launching(tmp_path, monkeypatch):
+    """`train_net.py --num-gpus 2` with the default MODEL.DEVICE cuda on a machine without (enough) CUDA devices."""
+    cfg = train_cfg(tmp_path)
+    cfg.MODEL.DEVICE = "cuda"
+    cfg_file = _write_yaml(cfg, tmp_path / "cuda.yaml")
+    monkeypatch.setattr(train_net, "launch", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match=r"^train_net.py: no CUDA device \(asked for 'cuda'; .*\); add MODEL.DEVICE "
+                                         r"cpu to the command line to train on CPU"):
+        train_net.cli(["--num-gpus", "2", "--config-file", cfg_file])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit, match=r"2 CUDA devices needed \('cuda', 2 processes\) but this machine has 1"):
+        train_net.cli(["--num-gpus", "2", "--config-file", cfg_file])
+    launched = []
+    monkeypatch.setattr(train_net, "launch", lambda *a, **k: launched.append(a[1]))
+    train_net.cli(["--num-gpus", "2", "--config-file", cfg_file, "MODEL.DEVICE", "cpu"])
+    assert launched == [2]

@@ -196,3 +196,13 @@ def test_summary_words_count_correctly():
     assert demo.summarize({"instances": inst}, "instance", None) == "instance: 0 instances"
     inst = Instances((4, 4), scores=torch.tensor([0.5]))
     assert demo.summarize({"instances": inst}, "instance", None) == "instance: 1 instance (best score 0.50)"
+
+
+@pytest.mark.parametrize("how", [["--device", "cuda"], ["--opts", "MODEL.DEVICE", "cuda"]])
+def test_cuda_without_a_gpu_is_one_line(setup, tmp_path, capsys, monkeypatch, how):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = demo.main(["--config-file", setup["config"], "--weights", setup["weights"],
+                      "--input", str(setup["images"] / "a.png"), "--output", str(tmp_path / "x.png"), *how])
+    assert code == 2
+    assert capsys.readouterr().err == ("error: no CUDA device (asked for 'cuda'; torch.cuda.is_available() is False); "
+                                       "use --device cpu\n")
