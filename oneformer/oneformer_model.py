@@ -1,6 +1,7 @@
 """``OneFormer``: the meta-architecture (META_ARCH_REGISTRY "OneFormer").
 
-Input: a list of dicts with "image" (C, H, W) uint8 in cfg.INPUT.FORMAT, optional "height"/"width" (output size),
+Input: a list of dicts with "image" (C, H, W) uint8 (or float 0..255; a float image in [0, 1] is refused) in
+cfg.INPUT.FORMAT, optional "height"/"width" (output size),
 "task" ("The task is panoptic" or just "panoptic"; default MODEL.TEST.TASK), and for training "instances"
 (gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
 Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
@@ -28,10 +29,24 @@ from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inf
 from .modeling.matcher import HungarianMatcher
 from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
+from .utils.tracing import is_tracing
 
 __all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
 
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
+
+
+def _check_pixel_range(img: torch.Tensor, i: int) -> None:
+    """Raise ValueError for a float image in [0, 1]: normalized with 0..255 statistics it would be a black image.
+    Integral values (a [0, 255] image that happens to be dark, e.g. all zero) pass. Skipped under tracing and
+    torch.compile (a data-dependent check)."""
+    if not img.is_floating_point() or img.numel() == 0 or is_tracing() or torch.compiler.is_compiling():
+        return
+    high = float(img.max())
+    if high <= 1.0 and bool((img != img.round()).any()):
+        raise ValueError(f"batched_inputs[{i}]['image'] is a float image with values in [0, 1] (max {high:.3g}); the "
+                         "model takes pixel values 0..255 (uint8, or float 0..255) in INPUT.FORMAT order: multiply "
+                         "it by 255")
 
 
 @META_ARCH_REGISTRY.register()
@@ -210,6 +225,7 @@ class OneFormer(nn.Module):
                     f"batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) tensor, got "
                     + (f"shape {tuple(img.shape)}" if torch.is_tensor(img) else type(img).__name__)
                 )
+            _check_pixel_range(img, i)
             images.append((img.to(self.device) - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(images, self.size_divisibility)
 

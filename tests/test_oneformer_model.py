@@ -213,3 +213,15 @@ def test_panoptic_rule_is_configurable(model):
     cfg.MODEL.TEST.PANOPTIC_RULE = "mask2former"
     with pytest.raises(ValueError, match="MODEL.TEST.PANOPTIC_RULE"):
         build_model(cfg)
+
+
+def test_float_image_in_0_1_is_refused(model):
+    image = _image(64, 64)
+    with torch.no_grad(), pytest.raises(ValueError, match=r"batched_inputs\[1\]\['image'\] is a float image with "
+                                                          r"values in \[0, 1\] .*multiply it by 255"):
+        model([{"image": image}, {"image": image.float() / 255}])  # normalized as 0..255 it would be black
+    with torch.no_grad():
+        as_float = model([{"image": image.float(), "task": "semantic"}])[0]["sem_seg"]  # float 0..255: accepted
+        as_uint8 = model([{"image": image, "task": "semantic"}])[0]["sem_seg"]
+        model([{"image": torch.zeros(3, 64, 64)}])  # integral values: a black image, not a [0, 1] one
+    assert torch.allclose(as_float, as_uint8)

@@ -93,3 +93,17 @@ def test_explicit_device_in_the_overrides_wins(tiny_yaml, monkeypatch):
     assert predictor.cfg.MODEL.DEVICE == "cpu" and next(predictor.model.parameters()).device.type == "cpu"
     with pytest.raises(DeviceError, match="two devices were asked for: 'cpu' and MODEL.DEVICE 'cuda'"):
         OneFormerPredictor.from_config_file(tiny_yaml, device="cpu", opts=["MODEL.DEVICE", "cuda"])
+
+
+def test_float_images_in_0_1_are_scaled_and_chw_arrays_refused(predictor):
+    arr = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    unit = arr.astype(np.float32) / 255
+    assert np.array_equal(predictor.load_image(unit), arr)  # was: rounded to 0/1, a black image
+    assert np.array_equal(predictor.load_image(arr.astype(np.float64)), arr)  # floats 0..255 stay as they are
+    a, b = predictor([arr, unit], task="semantic")
+    assert torch.equal(a["sem_seg"], b["sem_seg"])
+    with pytest.raises(ImageReadError, match=r"float image values must lie in \[0, 1\] or \[0, 255\], got -1..2"):
+        predictor([unit * 3 - 1])
+    with pytest.raises(ImageReadError, match=r"images\[0\]: expected an H×W×C image \(channels last\), got shape "
+                                             r"\(3, 64, 96\), which looks like C×H×W: pass image.transpose\(1, 2, 0\)"):
+        predictor([arr.transpose(2, 0, 1)])

@@ -5,7 +5,9 @@ grayscale is repeated to three channels, the alpha channel of RGBA/LA files is d
 most significant byte (``value >> 8``) instead of being clipped to 255. A missing, empty (0 bytes), truncated or
 undecodable file raises :class:`ImageReadError` whose message starts with the path and says which of these it is.
 
-``to_uint8_hwc(array, name)`` applies the same conversions to an array (uint8/uint16/float/bool, H×W or H×W×C).
+``to_uint8_hwc(array, name)`` applies the same conversions to an array (uint8/uint16/float/bool, H×W or H×W×C);
+float arrays whose values all lie in [0, 1] are taken as [0, 1] images and scaled by 255 (other floats must lie in
+[0, 255]), and a C×H×W array is refused with an error that says H×W×C is expected.
 ``read_label_image(path, what, record)`` reads a label PNG (semantic ids, RGB panoptic ids) as Detectron2 does, with
 the same error reporting. Used by ``OneFormerPredictor``, the demo and every dataset mapper.
 """
@@ -23,11 +25,16 @@ class ImageReadError(ValueError):
 
 
 def to_uint8_hwc(image: np.ndarray, name: str) -> np.ndarray:
-    """Grayscale, RGBA and 16-bit images become 8-bit, 3-channel; anything else is rejected with a clear error."""
+    """An H×W×3 uint8 copy of ``image`` (H×W or H×W×C; uint8, uint16, float or bool): grayscale, RGBA and 16-bit
+    images become 8-bit, 3-channel, floats in [0, 1] are scaled to 0..255; anything else raises ImageReadError
+    naming ``name``, the problem and the expected form."""
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3:
         raise ImageReadError(f"{name}: expected an H×W×C image, got shape {image.shape}")
+    if image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+        raise ImageReadError(f"{name}: expected an H×W×C image (channels last), got shape {image.shape}, which looks "
+                             "like C×H×W: pass image.transpose(1, 2, 0)")
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     elif image.shape[2] == 4:
@@ -36,9 +43,12 @@ def to_uint8_hwc(image: np.ndarray, name: str) -> np.ndarray:
         raise ImageReadError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[2]}")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        if image.size and (image.min() < 0 or image.max() > 255):
-            raise ImageReadError(f"{name}: float image values must lie in [0, 255]")
+    elif np.issubdtype(image.dtype, np.floating):
+        low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+            raise ImageReadError(f"{name}: float image values must lie in [0, 1] or [0, 255], got {low:.4g}..{high:.4g}")
+        if high <= 1.0:  # a [0, 1] image (rounding it as 0..255 would make it black)
+            image = image * 255.0
         image = image.round().astype(np.uint8)
     elif image.dtype == np.bool_:
         image = image.astype(np.uint8) * 255
