@@ -11,7 +11,8 @@ Arguments are Detectron2's ``default_argument_parser`` (--config-file, --num-gpu
 
 Evaluation (periodic and --eval-only) runs on the datasets of MODEL.TEST.TASK: DATASETS.TEST_PANOPTIC,
 TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when the chosen list is empty), with the
-matching task token. With TEST.AUG.ENABLED, --eval-only also evaluates multi-scale + flip semantic segmentation on
+matching task token; when both are empty, the first non-empty TEST_PANOPTIC / TEST_SEMANTIC / TEST_INSTANCE with its
+own task token (logged), e.g. a semantic-only setup with only TEST_SEMANTIC. With TEST.AUG.ENABLED, --eval-only also evaluates multi-scale + flip semantic segmentation on
 DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging: console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard
 events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
 
@@ -73,6 +74,24 @@ def eval_dataset_names(cfg, task=None):
     key = TASK_DATASET_KEYS.get(task, "TEST_PANOPTIC")
     names = tuple(n for n in cfg.DATASETS.get(key, ()) if n)
     return names or tuple(n for n in cfg.DATASETS.TEST if n)
+
+
+def eval_plan(cfg):
+    """(task, dataset names) to evaluate: MODEL.TEST.TASK and ``eval_dataset_names(cfg)``; when those are empty,
+    the first non-empty DATASETS.TEST_PANOPTIC / TEST_SEMANTIC / TEST_INSTANCE with its own task (logged), so a
+    semantic-only setup (only TEST_SEMANTIC) is evaluated; (task, ()) when every list is empty."""
+    task = normalize_task(cfg.MODEL.TEST.TASK)[len("The task is "):]
+    names = eval_dataset_names(cfg, task)
+    if names:
+        return task, names
+    for other in ("panoptic", "semantic", "instance"):
+        found = tuple(n for n in cfg.DATASETS.get(TASK_DATASET_KEYS[other], ()) if n)
+        if found:
+            logger.info("MODEL.TEST.TASK is %s but DATASETS.%s and DATASETS.TEST are empty: evaluating "
+                        "DATASETS.%s %s with the %s task token.", task, TASK_DATASET_KEYS[task],
+                        TASK_DATASET_KEYS[other], found, other)
+            return other, found
+    return task, ()
 
 
 def _with(cfg, **updates):
@@ -218,12 +237,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate on the datasets of MODEL.TEST.TASK (see ``eval_dataset_names``)."""
-        names = eval_dataset_names(cfg)
+        """Evaluate on the datasets of MODEL.TEST.TASK, else on those of another task (see ``eval_plan``)."""
+        task, names = eval_plan(cfg)
         if not names:
-            logger.warning("No evaluation dataset: set DATASETS.TEST_PANOPTIC/TEST_INSTANCE/TEST_SEMANTIC or "
-                           "DATASETS.TEST")
-        return super().test(_with(cfg, **{"DATASETS.TEST": names}), model, evaluators)
+            logger.warning("No evaluation dataset: DATASETS.TEST_PANOPTIC, TEST_INSTANCE, TEST_SEMANTIC and TEST are "
+                           "all empty")
+        return super().test(_with(cfg, **{"DATASETS.TEST": names, "MODEL.TEST.TASK": task}), model, evaluators)
 
     @classmethod
     def test_with_TTA(cls, cfg, model):

@@ -9,11 +9,12 @@ segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INST
 the ones it wants in "outputs" (a subset of OUTPUTS), e.g. only what its task needs. Training: a dict of weighted
 losses.
 """
+import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -34,6 +35,8 @@ from .utils.tracing import is_tracing
 __all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
 
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
+
+logger = logging.getLogger(__name__)
 
 
 def _check_pixel_range(img: torch.Tensor, i: int) -> None:
@@ -99,6 +102,7 @@ class OneFormer(nn.Module):
             raise ValueError(f"MODEL.TEST.PANOPTIC_RULE must be one of {PANOPTIC_RULES}, got {panoptic_rule!r}")
         self.panoptic_rule = panoptic_rule
         self.metadata = metadata
+        self._warned_semantic_only = False
         if size_divisibility < 0:
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
@@ -282,21 +286,44 @@ class OneFormer(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
     # inference
 
+    def _has_things(self) -> bool:
+        return getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None) is not None
+
     def _thing_ids(self) -> List[int]:
-        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
-        if mapping is None:
+        if not self._has_things():
+            name = self.metadata.name
+            if name in DatasetCatalog.list() and getattr(self.metadata, "stuff_classes", None) is not None:
+                raise RuntimeError(
+                    f"dataset {name!r} (DATASETS.TRAIN[0], whose classes the model uses) has no thing classes "
+                    "(thing_dataset_id_to_contiguous_id): it is a semantic-only dataset, so panoptic and instance "
+                    "outputs cannot be computed; ask for semantic segmentation only (task semantic, "
+                    "MODEL.TEST.PANOPTIC_ON False, MODEL.TEST.INSTANCE_ON False) or set DATASETS.TRAIN to a panoptic "
+                    "dataset"
+                )
             raise RuntimeError(
-                f"metadata of dataset {self.metadata.name!r} has no thing_dataset_id_to_contiguous_id, which "
+                f"metadata of dataset {name!r} has no thing_dataset_id_to_contiguous_id, which "
                 "panoptic and instance inference need to tell things from stuff: register the dataset "
                 "(import oneformer.data.datasets) or set DATASETS.TRAIN to a registered dataset"
             )
-        return list(mapping.values())
+        return list(self.metadata.thing_dataset_id_to_contiguous_id.values())
+
+    def _default_outputs(self) -> set:
+        """The outputs of MODEL.TEST.*_ON; without thing classes (semantic-only data) only "sem_seg", said once."""
+        wanted = {k for k, on in (("sem_seg", self.semantic_on), ("panoptic_seg", self.panoptic_on),
+                                  ("instances", self.instance_on)) if on}
+        if wanted - {"sem_seg"} and not self._has_things() and getattr(self.metadata, "stuff_classes", None):
+            if not self._warned_semantic_only:
+                self._warned_semantic_only = True
+                logger.warning("Dataset %s has no thing classes (a semantic-only dataset): only semantic "
+                               "segmentation is computed (MODEL.TEST.PANOPTIC_ON False and INSTANCE_ON False say so "
+                               "without this warning).", self.metadata.name)
+            wanted &= {"sem_seg"}
+        return wanted
 
     def inference(self, batched_inputs, images: ImageList, outputs) -> List[Dict]:
         mask_cls_results = outputs["pred_logits"]
         mask_pred_results = outputs["pred_masks"]
         padded_size = images.tensor.shape[-2:]
-        default = {"sem_seg": self.semantic_on, "panoptic_seg": self.panoptic_on, "instances": self.instance_on}
         wanted = []
         for i, x in enumerate(batched_inputs):
             if "outputs" in x:
@@ -306,7 +333,7 @@ class OneFormer(nn.Module):
                                      f"choose from {OUTPUTS}")
                 wanted.append(set(x["outputs"]))
             else:
-                wanted.append({k for k, on in default.items() if on})
+                wanted.append(self._default_outputs())
         needs_things = any(w & {"panoptic_seg", "instances"} for w in wanted)
         thing_ids = self._thing_ids() if needs_things else None
         processed_results = []

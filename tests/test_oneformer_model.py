@@ -225,3 +225,25 @@ def test_float_image_in_0_1_is_refused(model):
         as_uint8 = model([{"image": image, "task": "semantic"}])[0]["sem_seg"]
         model([{"image": torch.zeros(3, 64, 64)}])  # integral values: a black image, not a [0, 1] one
     assert torch.allclose(as_float, as_uint8)
+
+
+def test_semantic_only_training_data_gives_semantic_outputs(unique_prefix, caplog):
+    """A model whose DATASETS.TRAIN[0] is a registered semantic-only dataset (stuff classes, no thing map)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = unique_prefix + "sem_only"
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(stuff_classes=[f"c{i}" for i in range(NUM_CLASSES)], evaluator_type="sem_seg")
+    cfg = tiny_cfg()
+    cfg.DATASETS.TRAIN = (name,)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad(), caplog.at_level("WARNING", logger="oneformer"):
+        out = model([{"image": _image(64, 64), "task": "semantic"}])[0]  # PANOPTIC_ON/INSTANCE_ON are True
+        model([{"image": _image(64, 64), "task": "semantic"}])
+    assert set(out) == {"sem_seg"}
+    said = [r.getMessage() for r in caplog.records if "no thing classes" in r.getMessage()]
+    assert len(said) == 1 and "a semantic-only dataset" in said[0]
+    with torch.no_grad(), pytest.raises(RuntimeError, match=f"dataset '{name}' .* has no thing classes .* it is a "
+                                                            "semantic-only dataset"):
+        model([{"image": _image(64, 64), "task": "panoptic", "outputs": ["panoptic_seg"]}])

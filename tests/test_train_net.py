@@ -289,6 +289,54 @@ def test_two_cpu_processes_share_batches_in_contrastive_loss(coco_root, tmp_path
     assert last["iteration"] == 2 and last["loss_contrastive"] > 0
 
 
+def _custom_cfg(out, **datasets):
+    """train_cfg for the 4-class data of tests/data/datasets/fake_data.make_custom_panoptic: 1 iteration."""
+    cfg = train_cfg(out, max_iter=1)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()
+    for key, value in datasets.items():
+        cfg.DATASETS[key] = value
+    return cfg
+
+
+def test_readme_finetuning_recipe_without_instance_json_trains_and_evaluates(tmp_path, unique_prefix):
+    """register_panoptic_dataset as the README writes it (no instance_json): AP is skipped, PQ and mIoU are not."""
+    from oneformer.data.datasets import register_panoptic_dataset
+
+    files = fd.make_custom_panoptic(str(tmp_path / "data"))
+    name = unique_prefix + "my_panoptic"
+    register_panoptic_dataset(name, image_root=files["image_root"], panoptic_root=files["panoptic_root"],
+                              panoptic_json=files["panoptic_json"], sem_seg_root=files["sem_seg_root"])
+    cfg = _custom_cfg(tmp_path / "out", TRAIN=(name,), TEST_PANOPTIC=(name,))
+    cfg.freeze()
+    trainer = train_net.Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()  # was: TypeError in iopath (COCOEvaluator got json_file=None) after training
+    assert set(trainer._last_eval_results) == {"panoptic_seg", "sem_seg"}
+
+
+def test_semantic_only_dataset_trains_and_evaluates(tmp_path, unique_prefix):
+    """Only DATASETS.TEST_SEMANTIC set (was: "No evaluation dataset"); --eval-only MODEL.TEST.TASK semantic (was: the
+    model asked to register the dataset for thing_dataset_id_to_contiguous_id)."""
+    from oneformer.data.datasets import register_semantic_dataset
+
+    files = fd.make_custom_panoptic(str(tmp_path / "data"))
+    name = unique_prefix + "my_semantic"
+    register_semantic_dataset(name, image_root=files["image_root"], sem_seg_root=files["sem_seg_root"],
+                              stuff_classes=["ground", "cat", "sky", "dog"], image_ext="png")
+    cfg = _custom_cfg(tmp_path / "out", TRAIN=(name,), TEST_SEMANTIC=(name,))
+    cfg.INPUT.DATASET_MAPPER_NAME = "oneformer_semantic"
+    cfg_file = _write_yaml(cfg, tmp_path / "semantic.yaml")
+    cfg.freeze()
+    trainer = train_net.Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert set(trainer._last_eval_results) == {"sem_seg"}
+    res = train_net.main(_args("--config-file", cfg_file, "--eval-only", "MODEL.TEST.TASK", "semantic",
+                               "MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")))
+    assert set(res) == {"sem_seg"}
+
+
 # ---------------------------------------------------------------------------------------------------------- pieces
 
 
