@@ -28,7 +28,7 @@ import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import oneformer  # noqa: E402,F401  (registers everything)
 from oneformer import model_zoo  # noqa: E402
-from oneformer.config import ConfigError  # noqa: E402
+from oneformer.config import ConfigError, check_overrides  # noqa: E402
 from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
 from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
@@ -80,14 +80,17 @@ def expand_inputs(patterns):
 
 
 def resolve_weights(args):
-    if args.weights:
-        return args.weights
-    opts = list(args.opts)
-    if "MODEL.WEIGHTS" in opts[::2]:
-        return opts[opts.index("MODEL.WEIGHTS") + 1]
+    """--weights, else MODEL.WEIGHTS of --opts (KEY VALUE pairs, checked), else the model zoo's; ValueError when
+    --weights and MODEL.WEIGHTS both name a file and differ."""
+    given = [v for k, v in zip(args.opts[0::2], args.opts[1::2]) if k == "MODEL.WEIGHTS"]
+    if args.weights and given and given[-1] != args.weights:
+        raise ValueError(f"two checkpoints were given: --weights {args.weights} and MODEL.WEIGHTS {given[-1]} in "
+                         "--opts; give one of them")
+    if args.weights or given:
+        return args.weights or given[-1]
     weights = model_zoo.default_weights(args.config_file)
     if weights is None:
-        raise SystemExit(f"no checkpoint known for {args.config_file}: pass --weights PATH_OR_URL")
+        raise ValueError(f"no checkpoint known for {args.config_file}: pass --weights PATH_OR_URL")
     return weights
 
 
@@ -230,15 +233,16 @@ def main(argv=None):
         print(f"config file not found: {args.config_file}", file=sys.stderr)
         return 2
     tasks = ["panoptic", "semantic", "instance"] if args.task == "all" else [args.task]
-    opts = [o for i, o in enumerate(args.opts) if not (i % 2 == 0 and o == "MODEL.WEIGHTS")
-            and not (i % 2 == 1 and args.opts[i - 1] == "MODEL.WEIGHTS")]
-    if args.allow_unsafe_pickle:
-        opts += ["MODEL.ALLOW_UNSAFE_PICKLE", "True"]
     try:
+        check_overrides(args.opts, where="--opts", fix="write it before --opts")
+        weights = resolve_weights(args)
+        opts = [o for k, v in zip(args.opts[0::2], args.opts[1::2]) if k != "MODEL.WEIGHTS" for o in (k, v)]
+        if args.allow_unsafe_pickle:
+            opts += ["MODEL.ALLOW_UNSAFE_PICKLE", "True"]
         device = choose_device(args.device, opts)
         check_device(device, "use --device cpu")
         predictor = OneFormerPredictor.from_config_file(
-            args.config_file, weights=resolve_weights(args), opts=opts, device=device,
+            args.config_file, weights=weights, opts=opts, device=device,
             confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
             input_format="RGB",
         )

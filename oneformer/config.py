@@ -24,6 +24,7 @@ from detectron2.config import CfgNode as CN
 __all__ = [
     "ConfigError",
     "merge_config",
+    "check_overrides",
     "suggest_config_keys",
     "add_common_config",
     "add_swin_config",
@@ -327,10 +328,30 @@ def _config_error(exc: Exception, cfg, source: str, config_file: Optional[str] =
     return ConfigError(f"Cannot merge {source}: {text}")
 
 
+# a config key as typed on a command line: upper-case dotted words ("MODEL.WEIGHTS"), which no value looks like
+_KEY_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
+
+
+def check_overrides(opts: Sequence[str], where: str = "the KEY VALUE overrides",
+                    fix: str = "write it before the KEY VALUE pairs") -> None:
+    """Raise ConfigError, quoting ``opts`` as typed, when they are not KEY VALUE pairs: an option ("--eval-only")
+    among them (``fix`` says where it belongs), or a key without a value (the last of an odd count, or a key followed
+    by another key, e.g. "MODEL.WEIGHTS MODEL.DEVICE cpu"). ``where`` names the overrides in the message."""
+    opts = [str(o) for o in opts]
+    typed = " ".join(opts)
+    for o in opts:
+        if o.startswith("--"):
+            raise ConfigError(f"{o!r} is among {where} '{typed}', where it would be read as a config key: {fix}")
+    for i in range(0, len(opts), 2):
+        if i + 1 == len(opts) or (_KEY_LIKE.match(opts[i]) and _KEY_LIKE.match(opts[i + 1])):
+            raise ConfigError(f"Config override {opts[i]!r} has no value in {where} '{typed}': give KEY VALUE pairs")
+
+
 def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = ()):
     """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; returns ``cfg``.
 
-    Raises ConfigError (a ValueError) for a missing or invalid file, an odd number of overrides, an unknown key (the
+    Raises ConfigError (a ValueError) for a missing or invalid file, overrides that are not KEY VALUE pairs
+    (``check_overrides``), an unknown key (the
     message names the key, the file — or _BASE_ file — or override that set it, and the closest existing keys) or a
     value of the wrong type.
     """
@@ -343,8 +364,7 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
             raise _config_error(e, cfg, f"config file {config_file}", config_file=config_file) from e
     opts = list(opts or ())
     if opts:
-        if len(opts) % 2:
-            raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number ({len(opts)}): {opts}")
+        check_overrides(opts)
         try:
             cfg.merge_from_list(opts)
         except Exception as e:

@@ -55,7 +55,8 @@ def test_unknown_override_names_the_override(yamls):
 def test_other_config_errors(yamls):
     with pytest.raises(ConfigError, match=r"Cannot merge the override 'SOLVER.MAX_ITER 1.5': Type mismatch"):
         merge_config(_cfg(), None, ["SOLVER.MAX_ITER", "1.5"])
-    with pytest.raises(ConfigError, match=r"KEY VALUE pairs; got an odd number \(1\)"):
+    with pytest.raises(ConfigError, match=r"^Config override 'SOLVER.MAX_ITER' has no value in the KEY VALUE "
+                                          r"overrides 'SOLVER.MAX_ITER': give KEY VALUE pairs$"):
         merge_config(_cfg(), None, ["SOLVER.MAX_ITER"])
     with pytest.raises(ConfigError, match=r"Config file .*nope.yaml does not exist"):
         merge_config(_cfg(), str(yamls / "nope.yaml"))
@@ -63,6 +64,34 @@ def test_other_config_errors(yamls):
         merge_config(_cfg(), str(yamls / "broken.yaml"))
     cfg = merge_config(_cfg(), str(yamls / "good.yaml"), ["SOLVER.MAX_ITER", "5"])
     assert cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 5
+
+
+@pytest.mark.parametrize("opts, message", [
+    # a key without its value, last or followed by the next key (was: merged as MODEL.WEIGHTS = "MODEL.DEVICE")
+    (["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS"], "Config override 'MODEL.WEIGHTS' has no value in the KEY VALUE "
+                                               "overrides 'MODEL.DEVICE cpu MODEL.WEIGHTS': give KEY VALUE pairs"),
+    (["MODEL.WEIGHTS", "MODEL.DEVICE", "cpu"], "Config override 'MODEL.WEIGHTS' has no value in the KEY VALUE "
+                                               "overrides 'MODEL.WEIGHTS MODEL.DEVICE cpu'"),
+    # an option after the pairs (argparse.REMAINDER puts it among them)
+    (["MODEL.WEIGHTS", "m.pth", "--eval-only"], "'--eval-only' is among the KEY VALUE overrides 'MODEL.WEIGHTS m.pth "
+                                                "--eval-only', where it would be read as a config key: write it "
+                                                "before the KEY VALUE pairs"),
+])
+def test_overrides_that_are_not_pairs_are_quoted(opts, message):
+    with pytest.raises(ConfigError) as e:
+        merge_config(_cfg(), None, opts)
+    assert str(e.value).startswith(message)
+
+
+def test_train_net_options_after_the_overrides(tmp_path):
+    """The README launcher calls train_net's main: its ConfigError is the message; the command line prints it."""
+    args = train_net.default_argument_parser().parse_args(["MODEL.WEIGHTS", "m.pth", "--eval-only"])
+    assert args.eval_only is False and args.opts[-1] == "--eval-only"
+    with pytest.raises(ConfigError, match="'--eval-only' is among the KEY VALUE overrides 'MODEL.WEIGHTS m.pth "
+                                          "--eval-only'"):
+        train_net.build_config(args)
+    with pytest.raises(SystemExit, match="^train_net.py: '--eval-only' is among"):
+        train_net.cli(["MODEL.DEVICE", "cpu", "--eval-only", "--resume"])
 
 
 def test_suggestions():

@@ -206,3 +206,33 @@ def test_cuda_without_a_gpu_is_one_line(setup, tmp_path, capsys, monkeypatch, ho
     assert code == 2
     assert capsys.readouterr().err == ("error: no CUDA device (asked for 'cuda'; torch.cuda.is_available() is False); "
                                        "use --device cpu\n")
+
+
+@pytest.mark.parametrize("extra, opts, message", [
+    # was: IndexError
+    ([], ["MODEL.WEIGHTS"], "error: Config override 'MODEL.WEIGHTS' has no value in --opts 'MODEL.WEIGHTS'"),
+    # was: silently dropped, the run went on
+    (["--weights", "W"], ["MODEL.TEST.TASK", "semantic", "MODEL.WEIGHTS"],
+     "error: Config override 'MODEL.WEIGHTS' has no value in --opts 'MODEL.TEST.TASK semantic MODEL.WEIGHTS'"),
+    # was: "odd number (3): ['MODEL.TEST.TASK', 'MODEL.ALLOW_UNSAFE_PICKLE', 'True']"
+    (["--weights", "W", "--allow-unsafe-pickle"], ["MODEL.TEST.TASK"],
+     "error: Config override 'MODEL.TEST.TASK' has no value in --opts 'MODEL.TEST.TASK'"),
+    (["--weights", "W"], ["MODEL.DEVICE", "cpu", "--task", "all"],
+     "error: '--task' is among --opts 'MODEL.DEVICE cpu --task all', where it would be read as a config key: "
+     "write it before --opts"),
+    (["--weights", "W"], ["MODEL.WEIGHTS", "other.pth"],
+     "error: two checkpoints were given: --weights W and MODEL.WEIGHTS other.pth in --opts; give one of them"),
+])
+def test_overrides_that_are_not_pairs_are_one_line(setup, tmp_path, capsys, extra, opts, message):
+    extra = [setup["weights"] if a == "W" else a for a in extra]
+    message = message.replace("--weights W", f"--weights {setup['weights']}")
+    code = demo.main(["--config-file", setup["config"], "--device", "cpu", "--input", str(setup["images"] / "a.png"),
+                      "--output", str(tmp_path / "x.png"), *extra, "--opts", *opts])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_weights_from_the_overrides(setup, tmp_path):
+    assert demo.main(["--config-file", setup["config"], "--device", "cpu", "--input", str(setup["images"] / "a.png"),
+                      "--output", str(tmp_path / "x.png"), "--opts", "MODEL.WEIGHTS", setup["weights"]]) == 0
