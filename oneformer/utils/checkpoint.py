@@ -10,7 +10,9 @@ Safe loading: ``.pth`` files are read with ``torch.load(weights_only=True)`` (ex
 Detectron2 ``.pkl`` files with :class:`RestrictedUnpickler` (plain containers, numbers, strings, numpy arrays and
 dtypes only). A file that needs anything else raises :class:`UnsafeCheckpointError`, which names the opt-in:
 ``OneFormerCheckpointer(..., allow_unsafe_pickle=True)`` / config ``MODEL.ALLOW_UNSAFE_PICKLE True`` / demo
-``--allow-unsafe-pickle``. Truncated or corrupt files raise :class:`CheckpointReadError` naming the file.
+``--allow-unsafe-pickle``. Truncated or corrupt files raise :class:`CheckpointReadError` naming the file; a URL
+that cannot be fetched raises :class:`CheckpointDownloadError` naming the URL, its place in the download cache and
+how to pass a local file.
 
 Crash-safe saving: ``save`` writes ``<name>.pth`` and ``last_checkpoint`` to a temporary file in the same directory,
 flushes it to disk and renames it over the target (``os.replace``, atomic on POSIX and Windows), so a crash or kill
@@ -35,6 +37,7 @@ __all__ = [
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
     "CheckpointReadError",
+    "CheckpointDownloadError",
     "load_pkl_restricted",
     "UNSAFE_PICKLE_OPT_IN",
 ]
@@ -52,6 +55,11 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 class CheckpointReadError(RuntimeError):
     """A checkpoint file is truncated, corrupt or not a checkpoint; the message names the file."""
+
+
+class CheckpointDownloadError(CheckpointReadError):
+    """A checkpoint URL could not be fetched (offline, host or file not found); the message names the URL, the file
+    Detectron2 caches it as and how to pass a local file instead."""
 
 
 # globals a Detectron2 .pkl (numpy arrays in dicts) may reference; numpy 2 moved numpy.core to numpy._core
@@ -210,10 +218,30 @@ class OneFormerCheckpointer(DetectionCheckpointer):
     def load(self, path, *args, **kwargs):
         if path and "://" not in str(path) and not os.path.isfile(str(path).split("?", 1)[0]):
             raise FileNotFoundError(f"Checkpoint file {path} does not exist")
+        if path and str(path).startswith(("http://", "https://")):
+            self._download(str(path))
         try:
             return super().load(path, *args, **kwargs)
         finally:  # Detectron2 leaves it set when a load raises, and then refuses every later load
             self._parsed_url_during_load = None
+
+    def _download(self, url: str) -> str:
+        """The local copy of ``url`` (downloaded into Detectron2's cache unless there already, as ``load`` would);
+        CheckpointDownloadError in one line instead of urllib's traceback."""
+        from iopath.common.file_io import get_cache_dir
+
+        plain = url.split("?", 1)[0]
+        try:
+            return self.path_manager.get_local_path(plain)
+        except OSError as e:  # URLError, HTTPError, timeouts and connection errors are all OSErrors
+            parts = plain.split("://", 1)[1].split("/", 1)
+            cached = os.path.join(get_cache_dir(), parts[1] if len(parts) > 1 else parts[0])
+            reason = getattr(e, "reason", None) or e
+            raise CheckpointDownloadError(
+                f"cannot download the checkpoint {plain} ({type(e).__name__}: {reason}); offline? Put the file at "
+                f"{cached} (Detectron2's download cache, $FVCORE_CACHE), or pass a local file: demo/demo.py --weights "
+                "PATH, OneFormerPredictor weights=PATH, or MODEL.WEIGHTS PATH"
+            ) from None
 
     def _load_model(self, checkpoint):
         source = checkpoint.get("__source__", "the checkpoint")

@@ -236,3 +236,17 @@ def test_overrides_that_are_not_pairs_are_one_line(setup, tmp_path, capsys, extr
 def test_weights_from_the_overrides(setup, tmp_path):
     assert demo.main(["--config-file", setup["config"], "--device", "cpu", "--input", str(setup["images"] / "a.png"),
                       "--output", str(tmp_path / "x.png"), "--opts", "MODEL.WEIGHTS", setup["weights"]]) == 0
+
+
+def test_default_checkpoint_offline_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    """A config whose released checkpoint (the default weights) cannot be downloaded."""
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    url = "http://127.0.0.1:9/projects/oneformer/ade20k/released.pth"
+    monkeypatch.setattr(demo.model_zoo, "default_weights", lambda config_file: url)
+    code = demo.main(["--config-file", setup["config"], "--device", "cpu", "--input", str(setup["images"] / "a.png"),
+                      "--output", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot download the checkpoint {url} (URLError:")
+    assert str(tmp_path / "cache" / "projects/oneformer/ade20k/released.pth") in last and "--weights PATH" in last

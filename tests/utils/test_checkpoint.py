@@ -63,3 +63,17 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     model = build_model(tiny_cfg())
     with pytest.raises(ValueError, match="shares no tensor with this model"):
         OneFormerCheckpointer(model).load(str(path))
+
+
+def test_url_that_cannot_be_fetched_is_one_line(tmp_path, monkeypatch):
+    from oneformer.utils.checkpoint import CheckpointDownloadError
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    url = "http://127.0.0.1:9/projects/oneformer/ade20k/model.pth"  # nothing listens on port 9: refused at once
+    checkpointer = OneFormerCheckpointer(torch.nn.Linear(2, 2))
+    with pytest.raises(CheckpointDownloadError) as e:  # was: urllib's URLError traceback
+        checkpointer.load(url + "?dl=1")
+    message = str(e.value)
+    assert message.startswith(f"cannot download the checkpoint {url} (URLError: ")
+    assert str(tmp_path / "cache" / "projects/oneformer/ade20k/model.pth") in message
+    assert "--weights PATH" in message and "\n" not in message
