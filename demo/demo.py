@@ -28,7 +28,7 @@ import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import oneformer  # noqa: E402,F401  (registers everything)
 from oneformer import model_zoo  # noqa: E402
-from oneformer.config import ConfigError, check_overrides  # noqa: E402
+from oneformer.config import ConfigError, check_overrides, resolve_config_file  # noqa: E402
 from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
 from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
@@ -229,8 +229,10 @@ def main(argv=None):
     if sum(sources) != 1:
         print("give exactly one of --input, --video-input, --webcam", file=sys.stderr)
         return 2
-    if not os.path.isfile(args.config_file):
-        print(f"config file not found: {args.config_file}", file=sys.stderr)
+    try:
+        args.config_file = resolve_config_file(args.config_file)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     tasks = ["panoptic", "semantic", "instance"] if args.task == "all" else [args.task]
     try:

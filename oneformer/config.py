@@ -15,6 +15,7 @@ and the closest existing keys (``difflib``), e.g.::
 ``train_net.py``, ``demo/demo.py`` and ``OneFormerPredictor.from_config_file`` merge their configs with it.
 """
 import difflib
+import logging
 import os
 import re
 from typing import List, Optional, Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "merge_config",
     "check_overrides",
+    "resolve_config_file",
     "suggest_config_keys",
     "add_common_config",
     "add_swin_config",
@@ -328,6 +330,27 @@ def _config_error(exc: Exception, cfg, source: str, config_file: Optional[str] =
     return ConfigError(f"Cannot merge {source}: {text}")
 
 
+def resolve_config_file(config_file: str) -> str:
+    """``config_file`` when it is a file; else, for a path like "configs/ade20k/..." typed outside the repository,
+    the model-zoo config of that name (``oneformer.model_zoo.get_config_file``, logged). Raises ConfigError naming
+    the path and the current folder otherwise."""
+    if os.path.isfile(config_file):
+        return config_file
+    if not os.path.isabs(config_file):
+        from .model_zoo import get_config_file
+
+        try:
+            found = get_config_file(config_file)
+        except FileNotFoundError:
+            found = None
+        if found is not None:
+            # a warning: also printed where logging is not set up yet (train_net's command line, the demo)
+            logging.getLogger(__name__).warning("Config file %s is not in the current folder: using the model "
+                                                "zoo's %s", config_file, found)
+            return found
+    raise ConfigError(f"Config file {config_file} does not exist (current folder: {os.getcwd()})")
+
+
 # a config key as typed on a command line: upper-case dotted words ("MODEL.WEIGHTS"), which no value looks like
 _KEY_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 
@@ -356,8 +379,7 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
     value of the wrong type.
     """
     if config_file:
-        if not os.path.isfile(config_file):
-            raise ConfigError(f"Config file {config_file} does not exist")
+        config_file = resolve_config_file(config_file)
         try:
             cfg.merge_from_file(config_file)
         except Exception as e:

@@ -6,7 +6,7 @@ import sys
 import pytest
 from detectron2.config import get_cfg
 
-import train_net
+from oneformer import train_net
 from oneformer import add_oneformer_config_all
 from oneformer.config import ConfigError, merge_config, suggest_config_keys
 from oneformer.predictor import OneFormerPredictor

@@ -105,5 +105,6 @@ def test_float_images_in_0_1_are_scaled_and_chw_arrays_refused(predictor):
     with pytest.raises(ImageReadError, match=r"float image values must lie in \[0, 1\] or \[0, 255\], got -1..2"):
         predictor([unit * 3 - 1])
     with pytest.raises(ImageReadError, match=r"images\[0\]: expected an H×W×C image \(channels last\), got shape "
-                                             r"\(3, 64, 96\), which looks like C×H×W: pass image.transpose\(1, 2, 0\)"):
+                                             r"\(3, 64, 96\), which looks like C×H×W: pass "
+                                             r"image.transpose\(1, 2, 0\)"):
         predictor([arr.transpose(2, 0, 1)])

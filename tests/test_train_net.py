@@ -20,7 +20,7 @@ from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
-import train_net
+from oneformer import train_net
 from oneformer.data.datasets import register_all
 from oneformer.engine import add_oneformer_engine_config
 from tests.data.datasets import fake_data as fd
@@ -191,7 +191,7 @@ def resumed_run(coco_root, prefix, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume")
     cfg = train_cfg(out, prefix, max_iter=8)
     cfg.SOLVER.CHECKPOINT_PERIOD = 3
-    cfg.DATASETS.TEST_PANOPTIC = ("",)  # no end-of-training evaluation (falls back to the empty DATASETS.TEST)
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()  # no evaluation
     cfg_file = _write_yaml(cfg, out / "tiny.yaml")
     cfg.freeze()
     trainer = train_net.Trainer(cfg)
@@ -228,7 +228,7 @@ def test_resume_with_another_max_iter_follows_the_new_schedule(prefix, tmp_path)
     negative number), then a MAX_ITER the checkpoint has already passed."""
     cfg = train_cfg(tmp_path, prefix, max_iter=2)
     cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER.WARMUP_ITERS = "WarmupPolyLR", 0
-    cfg.DATASETS.TEST_PANOPTIC = ("",)
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()
     cfg_file = _write_yaml(cfg, tmp_path / "tiny.yaml")
     train_net.main(_args("--config-file", cfg_file))
     train_net.main(_args("--config-file", cfg_file, "--resume", "SOLVER.MAX_ITER", "4"))
@@ -269,7 +269,7 @@ def _run(cmd, datasets_root, timeout):
 def test_two_cpu_processes_share_batches_in_contrastive_loss(coco_root, tmp_path):
     """`train_net.py --num-gpus 2` on CPU: gloo, 1 image per process, the contrastive loss gathers both."""
     cfg = train_cfg(tmp_path, "", max_iter=3)
-    cfg.DATASETS.TEST_PANOPTIC = ("",)
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()
     cfg_file = _write_yaml(cfg, tmp_path / "tiny.yaml")
     cmd = [sys.executable, "train_net.py", "--num-gpus", "2", "--dist-url", "auto", "--config-file", cfg_file,
            "EXTRA_HOOKS", "['tests.engine.contrastive_probe:build_hook']"]
@@ -335,6 +335,42 @@ def test_semantic_only_dataset_trains_and_evaluates(tmp_path, unique_prefix):
     res = train_net.main(_args("--config-file", cfg_file, "--eval-only", "MODEL.TEST.TASK", "semantic",
                                "MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")))
     assert set(res) == {"sem_seg"}
+
+
+def _readme_launcher():
+    """The my_train.py of the README, as written there."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("```python\n# my_train.py") + len("```python\n")
+    return readme[start:readme.index("```", start)]
+
+
+def test_readme_launcher_and_validator_run_from_the_users_folder(tmp_path):
+    """The README's launcher and `validate_dataset.py --import my_train`, run in a folder of the user's own where only
+    the package is importable (as when installed), with `--config-file configs/...` as the README writes it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    os.symlink(os.path.join(REPO, "oneformer"), site / "oneformer")  # the package without the repository root
+    user = tmp_path / "user"
+    for split in ("train", "val"):
+        files = fd.make_custom_panoptic(str(user / "data" / split))
+        os.rename(files["sem_seg_root"], user / "data" / split / "semantic")
+    (user / "my_train.py").write_text(_readme_launcher())
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "validate_dataset.py"), "my_panoptic_train",
+                           "--import", "my_train", "--allow-warnings"], cwd=user, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]  # was: No module named 'my_train'
+    assert "OK: 1 dataset(s) checked" in proc.stdout
+    proc = subprocess.run([sys.executable, "my_train.py", "--config-file", "configs/synthetic/oneformer_synthetic.yaml",
+                           "--eval-only", "MODEL.DEVICE", "cpu",
+                           "MODEL.WEIGHTS", os.path.join(REPO, "demo/assets/oneformer_synthetic.pth"),
+                           "DATASETS.TRAIN", "('my_panoptic_train',)", "DATASETS.TEST_PANOPTIC", "('my_panoptic_val',)",
+                           "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "4", "OUTPUT_DIR", str(tmp_path / "out")],
+                          cwd=user, env=env, capture_output=True, text=True, timeout=180)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]  # was: No module named 'train_net'
+    assert "the model zoo's" in text and "Task: panoptic_seg" in text and "Task: sem_seg" in text
 
 
 # ---------------------------------------------------------------------------------------------------------- pieces

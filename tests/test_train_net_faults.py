@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-import train_net
+from oneformer import train_net
 from oneformer.data.datasets import register_all
 from tests.test_train_net import _args, _run, _write_yaml, make_tiny_coco, restore_loggers, train_cfg  # noqa: F401
 from tests.tiny import REPO, unregister_prefix
@@ -44,7 +44,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(coco_root, tmp_path):
     out = tmp_path / "run"
     cfg = train_cfg(out, "", max_iter=1000)  # would run for minutes
     cfg.SOLVER.CHECKPOINT_PERIOD = 2  # first periodic checkpoint after iteration 1: model_0000001.pth
-    cfg.DATASETS.TEST_PANOPTIC = ("",)  # no evaluation
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()  # no evaluation
     os.makedirs(out)
     cfg_file = _write_yaml(cfg, out / "tiny.yaml")
     env = dict(os.environ, DETECTRON2_DATASETS=coco_root, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -89,7 +89,7 @@ def _seeded_run(cfg_file, out):
 
 def test_seeded_cpu_runs_are_identical(prefix, tmp_path):
     cfg = train_cfg(tmp_path, prefix, max_iter=3)
-    cfg.DATASETS.TEST_PANOPTIC = ("",)
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()
     cfg.SEED = 7
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg_file = _write_yaml(cfg, tmp_path / "tiny.yaml")

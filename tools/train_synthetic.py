@@ -339,7 +339,7 @@ def export_weights(src, dst, fp16=False):
 
 def evaluate(cfg_train, weights, output_dir, tasks=TASKS):
     """``train_net.py --eval-only`` for each task token; returns {task: results OrderedDict}."""
-    import train_net
+    from oneformer import train_net
     from oneformer.utils.checkpoint import OneFormerCheckpointer
 
     results = OrderedDict()
@@ -447,7 +447,7 @@ def main(argv=None):
 
     import torch
 
-    import train_net
+    from oneformer import train_net
 
     threads = max(1, args.threads)
     torch.set_num_threads(threads)
@@ -470,8 +470,8 @@ def main(argv=None):
         cfg_file = os.path.join(args.output_dir, "train_config.yaml")
         train_cfg = cfg.clone()
         # no end-of-training evaluation: evaluation runs below, on the exported inference weights
-        train_cfg.DATASETS.TEST_PANOPTIC = ("",)
-        train_cfg.DATASETS.TEST = ()
+        for key in ("TEST", "TEST_PANOPTIC", "TEST_SEMANTIC", "TEST_INSTANCE"):
+            train_cfg.DATASETS[key] = ()
         with open(cfg_file, "w") as f:
             f.write(train_cfg.dump())
         targs = train_net.default_argument_parser().parse_args(["--config-file", cfg_file])

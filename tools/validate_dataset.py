@@ -505,10 +505,38 @@ def _load_config(config_file):
     from detectron2.config import get_cfg
 
     from oneformer import add_oneformer_config_all
+    from oneformer.config import merge_config
 
-    cfg = add_oneformer_config_all(get_cfg())
-    cfg.merge_from_file(config_file)
-    return cfg
+    return merge_config(add_oneformer_config_all(get_cfg()), config_file)  # "configs/..." works from anywhere
+
+
+def import_registering_module(spec):
+    """Import what ``--import`` names: a module ("my_train", "my_project.data"), found in the current folder first,
+    then on the Python path; or a .py file path ("../my_train.py"), imported under its stem (its folder goes on the
+    path for its own imports). Raises SystemExit with one line when nothing of that name exists."""
+    import importlib
+    import importlib.util
+
+    if spec.endswith(".py") or os.sep in spec:
+        path = os.path.abspath(spec)
+        if not os.path.isfile(path):
+            raise SystemExit(f"validate_dataset.py: --import {spec}: no such file")
+        sys.path.insert(0, os.path.dirname(path))
+        name = os.path.splitext(os.path.basename(path))[0]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:  # a script's folder (tools/) is on the path, the user's folder is not
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        if e.name != spec.split(".")[0]:
+            raise  # the module exists; something it imports does not
+        raise SystemExit(f"validate_dataset.py: --import {spec}: no module {spec!r} in the current folder "
+                         f"({os.getcwd()}) or on the Python path; pass a path to the .py file instead") from None
 
 
 def main(argv=None):
@@ -517,7 +545,8 @@ def main(argv=None):
     parser.add_argument("--max-images", type=int, default=None, help="check the files of the first N images only")
     parser.add_argument("--config-file", help="compare class counts with its MODEL.SEM_SEG_HEAD.NUM_CLASSES")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (to register your own datasets); repeatable")
+                        help="import MODULE (a module name, looked up in the current folder first, or a .py file) "
+                             "first, to register your own datasets; repeatable")
     parser.add_argument("--panoptic-json", help="check these unregistered files instead (with the two below)")
     parser.add_argument("--panoptic-root", help="panoptic PNG folder of --panoptic-json")
     parser.add_argument("--image-root", help="image folder of --panoptic-json")
@@ -528,7 +557,6 @@ def main(argv=None):
     repo = str(Path(__file__).resolve().parents[1])
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    import importlib
     import warnings
 
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script", category=FutureWarning)
@@ -536,7 +564,7 @@ def main(argv=None):
     import oneformer.data.datasets  # noqa: F401  (registers the built-in datasets)
 
     for module in args.imports:
-        importlib.import_module(module)
+        import_registering_module(module)
 
     num_classes = None
     instance_on = True

@@ -46,7 +46,8 @@ def to_uint8_hwc(image: np.ndarray, name: str) -> np.ndarray:
     elif np.issubdtype(image.dtype, np.floating):
         low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
         if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
-            raise ImageReadError(f"{name}: float image values must lie in [0, 1] or [0, 255], got {low:.4g}..{high:.4g}")
+            raise ImageReadError(f"{name}: float image values must lie in [0, 1] or [0, 255], got "
+                                 f"{low:.4g}..{high:.4g}")
         if high <= 1.0:  # a [0, 1] image (rounding it as 0..255 would make it black)
             image = image * 255.0
         image = image.round().astype(np.uint8)

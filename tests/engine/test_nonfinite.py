@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.utils.env import seed_all_rng
 
-import train_net
+from oneformer import train_net
 from oneformer.data.datasets import register_all
 from oneformer.engine import NonFiniteGuardTrainer
 from tests.test_train_net import make_tiny_coco, restore_loggers, train_cfg  # noqa: F401  (fixture)
@@ -27,7 +27,7 @@ def prefix(tmp_path_factory):
 
 def _trainer(tmp_path, prefix, max_iter, limit=10):
     cfg = train_cfg(tmp_path, prefix, max_iter=max_iter)
-    cfg.DATASETS.TEST_PANOPTIC = ("",)  # no evaluation at the end
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()  # no evaluation
     cfg.SOLVER.MAX_CONSECUTIVE_NONFINITE = limit
     cfg.freeze()
     seed_all_rng(0)
