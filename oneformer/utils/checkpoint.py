@@ -7,8 +7,8 @@ loading a training checkpoint into an inference build: the text branch (training
 shares no tensor with the model is refused with an error that says so.
 
 Safe loading: ``.pth`` files are read with ``torch.load(weights_only=True)`` (explicitly, whatever torch's default),
-Detectron2 ``.pkl`` files with :class:`RestrictedUnpickler` (plain containers, numbers, strings, numpy arrays and
-dtypes only). A file that needs anything else raises :class:`UnsafeCheckpointError`, which names the opt-in:
+Detectron2 ``.pkl`` files and plain ``pickle.dump`` output of any name with :class:`RestrictedUnpickler` (plain
+containers, numbers, strings, numpy arrays and dtypes only). A file that needs anything else raises :class:`UnsafeCheckpointError`, which names the opt-in:
 ``OneFormerCheckpointer(..., allow_unsafe_pickle=True)`` / config ``MODEL.ALLOW_UNSAFE_PICKLE True`` / demo
 ``--allow-unsafe-pickle``. Truncated or corrupt files raise :class:`CheckpointReadError` naming the file; a URL
 that cannot be fetched raises :class:`CheckpointDownloadError` naming the URL, its place in the download cache and
@@ -105,12 +105,29 @@ def load_pkl_restricted(filename: str, allow_unsafe_pickle: bool = False) -> Any
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(
-            f"{filename}: refused to unpickle it: {e}. Detectron2 .pkl checkpoints are read with a restricted "
-            f"unpickler that only builds containers, numbers, strings and numpy arrays. {UNSAFE_PICKLE_OPT_IN}"
+            f"{filename}: refused to unpickle it: {e}. Plain pickle checkpoints (Detectron2 .pkl files, pickle.dump "
+            "output) are read with a restricted unpickler that only builds containers, numbers, strings and numpy "
+            f"arrays. {UNSAFE_PICKLE_OPT_IN}"
         ) from e
     except Exception as e:
         raise CheckpointReadError(f"{filename}: not a readable pickle file, truncated or corrupt? "
                                   f"({type(e).__name__}: {e})") from e
+
+
+# what torch.save's legacy (non-zip) format starts with: its magic number, pickled with protocol 2
+_LEGACY_TORCH_PREFIX = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+
+
+def _is_plain_pickle(filename: str) -> bool:
+    """Whether ``filename`` was written by ``pickle.dump`` (protocol >= 2) rather than ``torch.save``: torch's
+    weights-only reader calls such a file corrupt ("Unsupported operand"), whatever it holds."""
+    import zipfile
+
+    if not os.path.isfile(filename) or zipfile.is_zipfile(filename):
+        return False
+    with open(filename, "rb") as f:
+        head = f.read(len(_LEGACY_TORCH_PREFIX))
+    return head[:1] == b"\x80" and head != _LEGACY_TORCH_PREFIX
 
 
 def _weights_only_reason(e: Exception) -> str:
@@ -269,6 +286,10 @@ class OneFormerCheckpointer(DetectionCheckpointer):
                 raise CheckpointReadError(f"{filename}: a pycls .pyth checkpoint must contain 'model_state'")
             state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
             data = {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        elif _is_plain_pickle(filename):  # through the restricted unpickler, as a .pkl, so a refusal names the global
+            data = load_pkl_restricted(filename, self.allow_unsafe_pickle)
+            if isinstance(data, dict) and not isinstance(data.get("model"), dict):
+                data = {"model": data}
         else:
             data = super()._load_file(filename)  # .pth: reads through self._torch_load
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):

@@ -167,6 +167,31 @@ def test_malicious_pickle_is_refused_without_running(model, tmp_path, payload, s
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("payload", [_Evil, _EvilEval])
+def test_plain_pickle_pth_is_refused_with_the_opt_in(model, tmp_path, payload):
+    """pickle.dump output named .pth (was: "not a readable PyTorch checkpoint, truncated or corrupt? (Unsupported
+    operand 149)"): read like a .pkl, so the refusal names the global and the opt-in."""
+    marker = tmp_path / "pwned"
+    path = str(tmp_path / "evil.pth")
+    with open(path, "wb") as f:
+        pickle.dump({"model": payload(f"touch {marker}")}, f)  # protocol 5: the FRAME opcode is 149
+    message = (r"evil.pth: refused to unpickle it: global (posix|builtins|__builtin__)\.(system|eval) is not "
+               rf"allowed.*{OPT_IN}")
+    with pytest.raises(UnsafeCheckpointError, match=message):
+        OneFormerCheckpointer(model).load(path)
+    assert not marker.exists()
+    # plain data in a plain pickle loads; torch.save's legacy (non-zip) format still goes through torch.load
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    for name, write in (("plain.pth", lambda f: pickle.dump({"model": weights}, f)),
+                        ("legacy.pth", lambda f: torch.save({"model": model.state_dict()}, f,
+                                                            _use_new_zipfile_serialization=False))):
+        with open(tmp_path / name, "wb") as f:
+            write(f)
+        checkpointer = OneFormerCheckpointer(model)
+        checkpointer.load(str(tmp_path / name))
+        assert checkpointer.last_report.clean
+
+
 def test_restricted_unpickler_allows_only_plain_data():
     import io
 

@@ -378,6 +378,19 @@ class TrainingMapperBase:
                 raise ImageReadError(f"{what} {e}{where}") from e
         return read_label_image(path, fmt, what, record)
 
+    @classmethod
+    def _read_semantic(cls, path: str, record: str) -> np.ndarray:
+        """A semantic label PNG as an (H, W) array of class ids, as stored; a PNG with several channels (e.g. an
+        RGB-coloured label image) raises ValueError instead of being reduced to its first channel."""
+        sem_seg = cls._read(path, None, "Semantic PNG", record)
+        if sem_seg.ndim == 3:
+            if sem_seg.shape[2] != 1:
+                raise ValueError(f"Semantic PNG {path} (dataset record {record}) has {sem_seg.shape[2]} channels; "
+                                 "expected a single-channel label image of class ids (colours are not class ids: "
+                                 "python tools/validate_dataset.py checks them)")
+            sem_seg = sem_seg[..., 0]
+        return sem_seg
+
     @staticmethod
     def _augment(augmentations, aug_input, record: str):
         """``augmentations(aug_input)``; a failure (e.g. a side resized to 0 pixels for an extreme aspect ratio)
@@ -494,9 +507,7 @@ class OneFormerUnifiedDatasetMapper(TrainingMapperBase):
         sem_seg = None
         if self._crop_needs_sem_seg:  # class areas for RandomCrop_CategoryAreaConstraint
             if dataset_dict.get("sem_seg_file_name"):
-                sem_seg = self._read(dataset_dict["sem_seg_file_name"], None, "Semantic PNG", record)
-                sem_seg = sem_seg[..., 0] if sem_seg.ndim == 3 else sem_seg
-                sem_seg = sem_seg.astype("double")
+                sem_seg = self._read_semantic(dataset_dict["sem_seg_file_name"], record).astype("double")
             else:
                 sem_seg = semantic_label_map(rgb2id(pan_rgb), segments_info, self.ignore_label).astype("double")
 

@@ -82,12 +82,7 @@ class OneFormerSemanticDatasetMapper(TrainingMapperBase):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self._read(dataset_dict["file_name"], self.image_format, "Image", record)
         utils.check_image_size(dataset_dict, image)
-        sem_seg = self._read(sem_file, None, "Semantic PNG", record)
-        if sem_seg.ndim == 3:
-            if sem_seg.shape[2] != 1:
-                raise ValueError(f"Semantic PNG {sem_file} has {sem_seg.shape[2]} channels; expected a single-channel "
-                                 "label image of class ids")
-            sem_seg = sem_seg[..., 0]
+        sem_seg = self._read_semantic(sem_file, record)
         if sem_seg.shape[:2] != image.shape[:2]:
             raise ValueError(f"Semantic PNG {sem_file} has size {sem_seg.shape[:2]} but image {record} has size "
                              f"{image.shape[:2]}")

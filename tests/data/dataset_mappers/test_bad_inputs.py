@@ -246,3 +246,23 @@ def test_image_size_mismatch_names_the_file(tmp_path):
     record = td.write_record(tmp_path)
     with pytest.raises(Exception, match=rf"Mismatched image shape for image {record['file_name']}"):
         td.unified_mapper()(dict(record, height=td.H + 1))
+
+
+def test_rgb_semantic_png_is_refused_in_training(tmp_path):
+    """A colour (RGB) semantic PNG: its channels are not class ids (was: the unified mapper used channel 0)."""
+    cfg = td.mapper_cfg()
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute"
+    cfg.INPUT.CROP.SIZE = (12, 12)
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 0.5  # the crop reads the semantic PNG
+    record = td.write_record(tmp_path)
+    labels = np.asarray(Image.open(record["sem_seg_file_name"]))
+    coloured = np.stack([labels, labels // 2, labels], axis=-1).astype(np.uint8)
+    Image.fromarray(coloured).save(record["sem_seg_file_name"])
+    sem_record = _sem_record(tmp_path, _labels())
+    Image.fromarray(np.repeat(_labels()[..., None], 3, axis=2).astype(np.uint8)).save(sem_record["sem_seg_file_name"])
+    for mapper, rec in ((td.unified_mapper(cfg), record),
+                        (OneFormerSemanticDatasetMapper(_sem_cfg(), is_train=True), sem_record)):
+        with pytest.raises(ValueError, match=rf"Semantic PNG {rec['sem_seg_file_name']} \(dataset record "
+                                             r".*\) has 3 channels; expected a single-channel label image"):
+            mapper(rec)
