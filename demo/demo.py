@@ -6,8 +6,10 @@
     python demo/demo.py --config-file ... --input street.jpg --output street_panoptic.png --task panoptic
     python demo/demo.py --config-file ... --video-input clip.mp4 --output clip_semantic.mp4 --task semantic
 
-Inputs: files, globs or directories (``--input``). Output: a file for a single input and task (``--task all`` adds
-``_<task>`` to its name), else a directory with one sub-folder per task; folders are created. Weights: ``--weights``,
+Inputs: files, globs or directories (``--input``; a directory's images by extension, GIF included, its other files
+reported as skipped). Output: a file for a single input (``--task all`` adds ``_<task>`` to its name), else a
+directory with one sub-folder per task (an image file name for several inputs is refused); folders are created;
+inputs with the same base name are written as ``<name>_1.png``, ... with a note. Weights: ``--weights``,
 else ``MODEL.WEIGHTS`` given in ``--opts``, else the checkpoint the model zoo lists for the config (downloaded and
 cached by Detectron2). ``--save-predictions`` also writes standard files next to the visualizations: panoptic PNG +
 COCO panoptic JSON, semantic label PNGs, COCO instance results (RLE masks). A file that cannot be read is reported
@@ -38,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from visualizer import draw, summarize  # noqa: E402
 
 TASK_CHOICES = ("panoptic", "semantic", "instance", "all")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # GIF: its first frame
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -48,7 +50,8 @@ def get_parser():
     parser.add_argument("--input", nargs="+", help="image files, globs (quote them) or directories")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument("--webcam", action="store_true", help="the first webcam")
-    parser.add_argument("--output", help="output file (one input) or directory (several); default: show a window")
+    parser.add_argument("--output", help="with --input (required): a file for one input, else a directory; with "
+                                         "--video-input or --webcam: a .mp4 file (default: show a window)")
     parser.add_argument("--task", default="panoptic", type=str.lower,
                         help="panoptic, semantic, instance, or all (the three)")
     parser.add_argument("--confidence-threshold", type=float, default=None,
@@ -65,12 +68,17 @@ def get_parser():
     return parser
 
 
-def expand_inputs(patterns):
-    """Files from files, globs and directories, in order, without duplicates; missing ones stay (to be reported)."""
+def expand_inputs(patterns, ignored=None):
+    """Files from files, globs and directories, in order, without duplicates; missing ones stay (to be reported).
+    The files of a directory that are not images by their extension are appended to the list ``ignored`` (when
+    given), so that they can be reported."""
     files = []
     for p in patterns:
         if os.path.isdir(p):
-            found = [os.path.join(p, f) for f in sorted(os.listdir(p)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            entries = [os.path.join(p, f) for f in sorted(os.listdir(p))]
+            found = [f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if ignored is not None:
+                ignored.extend(f for f in entries if os.path.isfile(f) and f not in found)
         elif glob.has_magic(p):
             found = sorted(glob.glob(os.path.expanduser(p)))
         else:
@@ -94,9 +102,15 @@ def resolve_weights(args):
     return weights
 
 
-def output_paths(args, files, tasks):
-    """{(file, task): visualization path} and the directory for prediction files."""
-    single = len(files) == 1 and args.output and os.path.splitext(args.output)[1].lower() in IMAGE_EXTENSIONS
+def output_paths(args, files, tasks, notes=None):
+    """{(file, task): visualization path} and the directory for prediction files. An input written under another
+    name than its own (same base name as an earlier one) adds a line to the list ``notes`` (when given). ValueError
+    when --output names an image file but there are several inputs."""
+    as_file = os.path.splitext(args.output)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(args.output)
+    if as_file and len(files) > 1:
+        raise ValueError(f"--output {args.output} names an image file, but there are {len(files)} inputs: give a "
+                         "directory (it gets one sub-folder per task)")
+    single = as_file and len(files) == 1
     paths = {}
     if single:
         root, ext = os.path.splitext(args.output)
@@ -111,20 +125,39 @@ def output_paths(args, files, tasks):
             n = stems.get(stem, 0)
             stems[stem] = n + 1
             name = stem if n == 0 else f"{stem}_{n}"  # same base name in different folders
+            if n and notes is not None:
+                notes.append(f"note: {f} is written as {name}.png (an earlier input is also named {stem})")
             for t in tasks:
                 paths[(f, t)] = os.path.join(args.output, t, name + ".png")
     return paths, pred_dir
 
 
-def run_images(args, predictor, tasks):
-    files = expand_inputs(args.input)
+def plan_images(args, tasks):
+    """(files, paths, pred_dir) for --input, or an exit status when there is nothing to do or --output does not fit;
+    skipped directory entries and renamed outputs are reported. Runs before the model is built."""
+    if args.output is None:
+        print("error: --output is required with --input (a file for one input, else a directory)", file=sys.stderr)
+        return 2
+    ignored, notes = [], []
+    files = expand_inputs(args.input, ignored)
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        print(f"skipped {len(ignored)} file(s) that are not images by their extension ({'/'.join(IMAGE_EXTENSIONS)})"
+              f": {shown}", file=sys.stderr)
     if not files:
         print(f"no images found in {args.input}", file=sys.stderr)
         return 1
-    if args.output is None:
-        print("--output is required for images (no display is assumed)", file=sys.stderr)
+    try:
+        paths, pred_dir = output_paths(args, files, tasks, notes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    paths, pred_dir = output_paths(args, files, tasks)
+    for note in notes:
+        print(note, file=sys.stderr)
+    return files, paths, pred_dir
+
+
+def run_images(args, predictor, tasks, files, paths, pred_dir):
     id_map = pf.contiguous_to_dataset_ids(predictor.metadata)
     panoptic_entries, instance_results, failed = [], [], []
     for image_id, f in enumerate(tqdm.tqdm(files, desc="images", disable=len(files) < 2, file=sys.stderr)):
@@ -235,6 +268,10 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     tasks = ["panoptic", "semantic", "instance"] if args.task == "all" else [args.task]
+    if args.input:
+        plan = plan_images(args, tasks)
+        if isinstance(plan, int):
+            return plan
     try:
         check_overrides(args.opts, where="--opts", fix="write it before --opts")
         weights = resolve_weights(args)
@@ -252,7 +289,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.input:
-        return run_images(args, predictor, tasks)
+        return run_images(args, predictor, tasks, *plan)
     return run_stream(args, predictor, tasks)
 
 

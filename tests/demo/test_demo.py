@@ -250,3 +250,36 @@ def test_default_checkpoint_offline_is_one_line(setup, tmp_path, capsys, monkeyp
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot download the checkpoint {url} (URLError:")
     assert str(tmp_path / "cache" / "projects/oneformer/ade20k/released.pth") in last and "--weights PATH" in last
+
+
+def test_directory_inputs_are_reported(setup, tmp_path, capsys):
+    """GIFs are read (were skipped without a word), other files are named, same-name inputs get a notice."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    Image.open(setup["images"] / "a.png").save(folder / "anim.gif")
+    (folder / "a.png").write_bytes((setup["images"] / "a.png").read_bytes())
+    (folder / "more" / "a.png").write_bytes((setup["images"] / "c_gray.png").read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert run(setup, "--input", str(folder), str(folder / "more"), "--output", str(out), "--task", "semantic") == 0
+    err = capsys.readouterr().err
+    assert sorted(os.listdir(out / "semantic")) == ["a.png", "a_1.png", "anim.png"]
+    assert "skipped 1 file(s) that are not images by their extension (.jpg/" in err
+    assert str(folder / "notes.txt") in err
+    assert f"note: {folder / 'more' / 'a.png'} is written as a_1.png (an earlier input is also named a)" in err
+
+
+@pytest.mark.parametrize("task", ["semantic", "all"])
+def test_output_file_with_several_inputs_is_refused(setup, tmp_path, capsys, task):
+    target = tmp_path / "x.png"
+    code = run(setup, "--input", str(setup["images"] / "a.png"), str(setup["images"] / "c_gray.png"),
+               "--output", str(target), "--task", task)
+    assert code == 2 and not target.exists()  # was: a directory named x.png
+    assert capsys.readouterr().err == (f"error: --output {target} names an image file, but there are 2 inputs: give a "
+                                       "directory (it gets one sub-folder per task)\n")
+
+
+def test_help_says_output_is_required_for_images():
+    text = " ".join(demo.get_parser().format_help().split())
+    assert "with --input (required): a file for one input, else a directory" in text
+    assert "with --video-input or --webcam: a .mp4 file (default: show a window)" in text
