@@ -37,6 +37,7 @@ $(STAMPS)/deps: $(STAMPS)/torch requirements.txt requirements-test.txt tools/ins
 
 # Editable install; compiles oneformer.ops._C in place (CPU kernels; CUDA ones too where a toolkit and a GPU exist).
 $(STAMPS)/package: $(STAMPS)/deps setup.py pyproject.toml $(OP_SOURCES)
+	@rm -f oneformer/ops/_C.cpython-*.so  # a build of the earlier pybind11 module would shadow the abi3 library
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	@$(PY) -c "from oneformer.ops import extension_status as s; st = s(); assert st['built'], st; print('oneformer.ops._C:', st)"
 	@touch $@
@@ -59,7 +60,7 @@ cuda-build-check: setup
 	cp -r setup.py pyproject.toml oneformer build/cuda-check/
 	find build/cuda-check -name '_C*.so' -delete
 	cd build/cuda-check && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" ../../$(PY) setup.py -q build_ext --inplace
-	cd build/cuda-check && ../../$(PY) -c "from oneformer.ops import _C; assert _C.with_cuda(); print('CUDA build OK:', _C.__file__)"
+	cd build/cuda-check && ../../$(PY) -c "from oneformer.ops import extension_status as s; st = s(); assert st['cuda'], st; print('CUDA build OK:', st)"
 
 clean:
 	rm -rf build $(STAMPS) oneformer/ops/_C*.so *.egg-info

@@ -1,6 +1,7 @@
 """Build and install OneFormer.
 
-The multi-scale deformable attention op is compiled as the extension ``oneformer.ops._C``:
+The multi-scale deformable attention op is compiled as the extension ``oneformer.ops._C``, a library that registers
+the PyTorch operators ``torch.ops.oneformer.ms_deform_attn`` / ``ms_deform_attn_backward`` when it is imported:
 - always with the C++ CPU kernels;
 - with the CUDA kernels when a CUDA toolkit is found (CUDA_HOME / CUDA_PATH, else the toolkit that holds the
   ``nvcc`` on PATH, else /usr/local/cuda) and either a GPU is visible or FORCE_CUDA=1.
@@ -19,6 +20,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("oneformer", "ops", "csrc")
 # Used only when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset (Turing .. Hopper, PTX for newer GPUs).
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
+PY_LIMITED_API_HEX = "0x03090000"  # the oldest Python supported (python_requires)
 
 
 def _has_cuda_headers(home):
@@ -76,7 +78,9 @@ def get_extensions():
         )
 
     sources = [os.path.join(CSRC, "vision.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    define_macros = []
+    # The library registers torch operators and uses only the stable Python ABI (an empty module to import), so one
+    # build serves every Python >= 3.9 (PyTorch's custom C++/CUDA operator guide).
+    define_macros = [("Py_LIMITED_API", PY_LIMITED_API_HEX)]
     extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
     extension = CppExtension
     if with_cuda:
@@ -95,6 +99,7 @@ def get_extensions():
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
     )
     return [ext], {"build_ext": BuildExtension}
 
@@ -121,5 +126,6 @@ setup(
     ],
     ext_modules=ext_modules,
     cmdclass=cmdclass,
+    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
     zip_safe=False,
 )

@@ -9,16 +9,22 @@ Implementations:
   ONEFORMER_MSDA_IMPL (auto|cpp|cuda|pytorch) replaces "auto", so it forces the choice of every caller that does not
   name an implementation explicitly.
 
-Inside ``torch.jit.trace`` / ``torch.onnx.export`` (TorchScript-based) the reference always runs, on the traced
-``spatial_shapes`` (the compiled kernels are invisible to a trace), and the host-side checks are skipped.
+The compiled kernels are the PyTorch operator ``torch.ops.oneformer.ms_deform_attn`` (and
+``torch.ops.oneformer.ms_deform_attn_backward``), defined with a schema in C++ (oneformer/ops/csrc/vision.cpp) for
+CPU and CUDA; this module registers their fake (meta) implementations (``torch.library.register_fake``) and the
+autograd formula (``torch.library.register_autograd``), so ``torch.compile``, ``torch.export`` and AOTInductor
+trace them as one op.
+
+Under ``torch.compile`` / ``torch.export`` the host-side layout checks that would read ``spatial_shapes`` are
+skipped (the operator checks the layout itself: exactly on CPU, with an asynchronous device assert on CUDA). Inside
+``torch.jit.trace`` / the TorchScript-based ONNX exporter the reference always runs, on the traced
+``spatial_shapes`` (the operator is invisible to a TorchScript trace), and the host-side checks are skipped.
 """
 import os
 import warnings
 from typing import List, Optional
 
 import torch
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from .reference import ms_deform_attn_pytorch
 
@@ -28,13 +34,28 @@ IMPLS = ("auto", "cpp", "cuda", "pytorch")
 ENV_VAR = "ONEFORMER_MSDA_IMPL"
 _REDUCED = (torch.float16, torch.bfloat16)
 
+OP_NAME = "oneformer::ms_deform_attn"
+BACKWARD_OP_NAME = "oneformer::ms_deform_attn_backward"
+
 try:
-    from . import _C  # type: ignore[attr-defined]
+    # loading the library registers the operators with the dispatcher
+    from . import _C  # type: ignore[attr-defined]  # noqa: F401
 
     _EXT_ERROR: Optional[BaseException] = None
-except ImportError as e:  # not built (e.g. installed with ONEFORMER_NO_EXT=1) or built for another torch
+except (ImportError, OSError) as e:  # not built (e.g. ONEFORMER_NO_EXT=1), built for another torch, or broken
     _C = None
     _EXT_ERROR = e
+
+
+def _has_kernel(dispatch_key: str) -> bool:
+    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, dispatch_key)
+
+
+# which devices have a compiled kernel: fixed once the library is loaded
+_KERNELS = {"cpu": _has_kernel("CPU"), "cuda": _has_kernel("CUDA")}
+if _C is not None and not _KERNELS["cpu"]:
+    _EXT_ERROR = RuntimeError(f"oneformer.ops._C was loaded but registers no CPU kernel of {OP_NAME}")
+    _C = None
 
 _warned = set()
 
@@ -49,7 +70,7 @@ def extension_status() -> dict:
     """Return {"built": bool, "cuda": bool, "error": str or None} for the compiled extension ``oneformer.ops._C``."""
     return {
         "built": _C is not None,
-        "cuda": bool(_C is not None and _C.with_cuda()),
+        "cuda": _C is not None and _KERNELS["cuda"],
         "error": None if _EXT_ERROR is None else repr(_EXT_ERROR),
     }
 
@@ -78,7 +99,7 @@ def resolve_impl(impl: str, device: torch.device) -> str:
             )
             return "pytorch"
         if device.type == "cuda":
-            if _C is not None and _C.with_cuda():
+            if _C is not None and _KERNELS["cuda"]:
                 return "cuda"
             _warn_once(
                 "cuda",
@@ -94,7 +115,7 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         if device.type != "cpu":
             raise RuntimeError(f"impl='cpp' runs on CPU tensors, but value is on {device}")
     if impl == "cuda":
-        if _C is None or not _C.with_cuda():
+        if _C is None or not _KERNELS["cuda"]:
             raise RuntimeError(
                 "impl='cuda' requested but oneformer.ops._C was "
                 + ("not built" if _C is None else "built without CUDA")
@@ -105,26 +126,38 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     return impl
 
 
-class _MSDeformAttnFunction(Function):
-    """Autograd wrapper of the compiled kernels; inputs are validated, contiguous and on one device."""
+def _fake_forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Output metadata of the operator (FakeTensor / meta tracing): (N, Lq, M * D) in value's dtype, contiguous."""
+    torch._check(value.dim() == 4, lambda: f"value must be (N, S, M, D), got {tuple(value.shape)}")
+    torch._check(sampling_locations.dim() == 6, lambda: "sampling_locations must be (N, Lq, M, L, P, 2)")
+    torch._check(attention_weights.dim() == 5, lambda: "attention_weights must be (N, Lq, M, L, P)")
+    N, _, M, D = value.shape
+    return value.new_empty((N, sampling_locations.shape[1], M * D))
 
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-        output = _C.ms_deform_attn_forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-        )
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return output
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        grad_value, grad_loc, grad_attn = _C.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output.contiguous(),
-        )
-        return grad_value, None, None, grad_loc, grad_attn
+def _fake_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output):
+    """(grad_value, grad_sampling_locations, grad_attention_weights), contiguous, shaped like the inputs."""
+    return (value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape),
+            attention_weights.new_empty(attention_weights.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    grad_value, grad_loc, grad_attn = torch.ops.oneformer.ms_deform_attn_backward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output.contiguous()
+    )
+    # no gradient for the integer layout tensors
+    return grad_value, None, None, grad_loc, grad_attn
+
+
+if _C is not None:
+    torch.library.register_fake(OP_NAME)(_fake_forward)
+    torch.library.register_fake(BACKWARD_OP_NAME)(_fake_backward)
+    torch.library.register_autograd(OP_NAME, _backward, setup_context=_setup_context)
 
 
 def _check_tensor(name: str, t, dim: int) -> None:
@@ -173,22 +206,14 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
     return None
 
 
-def _check_layout(value, spatial_shapes, level_start_index, need_host: bool) -> Optional[List[List[int]]]:
-    """Check that the levels tile value's S positions; return the shapes as [[H, W], ...] when read on the host.
+def _check_layout(value, spatial_shapes, level_start_index) -> List[List[int]]:
+    """Check on the host that the levels tile value's S positions; return the shapes as [[H, W], ...].
 
-    The kernels index value with these numbers, so a wrong layout must fail. Shapes on the host (or needed there,
-    as by the reference) are checked exactly; CUDA shapes going to the CUDA kernel are checked with an asynchronous
-    device-side assert, so that no call waits for the GPU.
+    The kernels index value with these numbers, so a wrong layout must fail (the operator checks it again itself,
+    so that direct calls and compiled graphs, which skip this, are safe too).
     """
     S = value.shape[1]
     L = spatial_shapes.shape[0]
-    on_host = spatial_shapes.device.type == "cpu" and level_start_index.device.type == "cpu"
-    if not (on_host or need_host):
-        sizes = spatial_shapes.prod(1)
-        starts = torch.cumsum(sizes, 0) - sizes
-        ok = (sizes.sum() == S) & (spatial_shapes >= 0).all() & (level_start_index.to(starts) == starts).all()
-        torch._assert_async(ok, "ms_deform_attn: spatial_shapes / level_start_index do not tile value's positions")
-        return None
     # one host transfer for both
     layout = torch.cat([spatial_shapes.reshape(-1), level_start_index.reshape(-1).to(spatial_shapes.device)])
     layout = layout.tolist()
@@ -249,14 +274,20 @@ def ms_deform_attn(
         raise ValueError(f"im2col_step must be a positive int, got {im2col_step!r}")
     device = value.device
     if torch.jit.is_tracing():
-        # export: the grid_sample reference with the level sizes as traced values (no host reads, no checks that
-        # would turn sizes into constants); shapes then stays a tensor
+        # TorchScript trace: the grid_sample reference with the level sizes as traced values (no host reads, no
+        # checks that would turn sizes into constants); shapes then stays a tensor
         impl, shapes = "pytorch", spatial_shapes
     else:
         _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
         impl = resolve_impl(impl, device)
-        shapes = _check_layout(value, spatial_shapes, level_start_index, need_host=impl == "pytorch")
-
+        on_host = spatial_shapes.device.type == "cpu" and level_start_index.device.type == "cpu"
+        if impl == "pytorch":
+            # the reference needs the sizes on the host (under torch.compile this read breaks the graph)
+            shapes = _check_layout(value, spatial_shapes, level_start_index)
+        elif on_host and not torch.compiler.is_compiling():
+            shapes = _check_layout(value, spatial_shapes, level_start_index)
+        else:
+            shapes = None  # the operator checks the layout (compiled graphs; CUDA shapes, asynchronously)
     if torch.is_autocast_enabled(device.type):
         # Under autocast the inputs arrive in mixed dtypes; locations and weights always run in float32, the values
         # in the autocast dtype where the kernel supports it (CUDA), else in float32.
@@ -285,7 +316,7 @@ def _run(impl, value, shapes, spatial_shapes, level_start_index, sampling_locati
         out = ms_deform_attn_pytorch(value, shapes, sampling_locations, attention_weights)
     else:
         device = value.device
-        out = _MSDeformAttnFunction.apply(
+        out = torch.ops.oneformer.ms_deform_attn(
             value.contiguous(),
             spatial_shapes.to(device=device, dtype=torch.int64).contiguous(),
             level_start_index.to(device=device, dtype=torch.int64).contiguous(),

@@ -1,11 +1,14 @@
-"""Whether the code runs under a trace (``torch.jit.trace`` / ``torch.onnx.export``)."""
+"""Whether the code runs under a trace: TorchScript (``torch.jit.trace`` / ``torch.onnx.export``) or a graph
+capture (``torch.compile``, ``torch.export``, the dynamo-based ONNX exporter)."""
 import torch
 
 __all__ = ["is_tracing"]
 
 
 def is_tracing() -> bool:
-    """True inside torch.jit.trace / torch.onnx.export: sizes are then traced 0-d tensors, so shape checks are skipped
-    and size-dependent branches take the form that is valid for every size (see tools/export_model.py); CPU inference
-    shortcuts that the exporters cannot express are skipped too."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """True inside torch.jit.trace / torch.onnx.export and while torch.compile / torch.export capture a graph: sizes are
+    then traced or symbolic, so shape checks are skipped and size-dependent branches take the form that is valid for
+    every size (see tools/export_model.py); the eager CPU inference shortcuts (oneDNN linears, chunked MLPs, windowed
+    attention loops, the written-out softmax) are skipped too, since a compiler fuses and packs these itself and
+    their Python loops over sizes would specialize a graph to one input size."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()

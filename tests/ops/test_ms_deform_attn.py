@@ -177,12 +177,14 @@ def test_bad_arguments_name_the_problem(mutate, exc, words):
 
 
 @needs_ext
-def test_kernel_rejects_level_layout_outside_value():
-    from oneformer.ops import _C
-
+def test_operator_rejects_level_layout_outside_value():
+    # the operator itself (what compiled and exported graphs call) checks the layout, not only the Python entry
     value, shapes, starts, loc, w = make_inputs(1, [(4, 4), (2, 2)], 3, 2, 4, 2)
     with pytest.raises(RuntimeError, match="exceeds value's 20 positions"):
-        _C.ms_deform_attn_forward(value, shapes, starts + 2, loc, w)
+        torch.ops.oneformer.ms_deform_attn(value, shapes, starts + 2, loc, w)
+    with pytest.raises(RuntimeError, match="grad_output must be"):
+        torch.ops.oneformer.ms_deform_attn_backward(value, shapes, starts, loc, w,
+                                                   torch.zeros(1, 3, 7, dtype=value.dtype))
 
 
 def test_env_var_forces_implementation(monkeypatch):

@@ -79,15 +79,17 @@ class Mlp(nn.Module):
 def window_partition(x, window_size: int):
     """(B, H, W, C) with H, W multiples of ``window_size`` -> (B * nW, window_size, window_size, C)."""
     B, H, W, C = x.shape
-    x = x.reshape(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+    nh, nw = H // window_size, W // window_size
+    # sizes written out rather than -1, so that a symbolic-shape trace gets products, not quotients of products
+    x = x.reshape(B, nh, window_size, nw, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, window_size, window_size, C)
 
 
-def window_reverse(windows, window_size: int, H: int, W: int):
+def window_reverse(windows, window_size: int, H: int, W: int, B: int):
     """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C)."""
     C = windows.shape[-1]
-    x = windows.reshape(-1, H // window_size, W // window_size, window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+    x = windows.reshape(B, H // window_size, W // window_size, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
 
 
 def relative_position_index(window_size: int):
@@ -269,18 +271,18 @@ class SwinTransformerBlock(nn.Module):
         B, L, C = x.shape
         ws = self.window_size
         qkv = self.attn.qkv(self.norm1(x)).view(B, H, W, 3 * C)
-        pad_r = (ws - W % ws) % ws
-        pad_b = (ws - H % ws) % ws
-        Hp, Wp = H + pad_b, W + pad_r
+        # one floor division per size (not nested remainders), so that symbolic sizes stay small under torch.compile
+        Hp, Wp = (H + ws - 1) // ws * ws, (W + ws - 1) // ws * ws
+        pad_b, pad_r = Hp - H, Wp - W
         # padded positions hold the qkv bias (the projection of a zero token), possibly an empty slab
         fill = self.attn.qkv.bias if self.attn.qkv.bias is not None else qkv.new_zeros(3 * C)
         qkv = torch.cat([qkv, fill.expand(B, H, pad_r, 3 * C)], dim=2)
         qkv = torch.cat([qkv, fill.expand(B, pad_b, Wp, 3 * C)], dim=1)
         if self.shift_size > 0:
             qkv = torch.roll(qkv, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        windows = window_partition(qkv, ws).reshape(-1, ws * ws, 3 * C)
-        windows = self.attn.attend(windows, mask=mask)
-        x = window_reverse(windows.reshape(-1, ws, ws, C), ws, Hp, Wp)
+        windows = window_partition(qkv, ws)
+        windows = self.attn.attend(windows.reshape(windows.shape[0], ws * ws, 3 * C), mask=mask)
+        x = window_reverse(windows.reshape(windows.shape[0], ws, ws, C), ws, Hp, Wp, B)
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         return x[:, :H, :W, :].reshape(B, H * W, C)
@@ -304,8 +306,9 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     src = src.view(Hp // ws, ws, Wp // ws, ws).transpose(1, 2).reshape(-1)  # window order
     positions = torch.arange(src.numel(), device=device)
     real = src >= 0
-    inverse = torch.empty(L, dtype=torch.long, device=device)
-    inverse[src[real]] = positions[real]
+    # a scatter, not boolean indexing: no data-dependent shapes, so torch.compile / torch.export keep one graph;
+    # padded positions all land in the extra slot L, which is dropped
+    inverse = positions.new_zeros(L + 1).scatter_(0, torch.where(real, src, L), positions)[:L]
     batch = torch.arange(B, device=device)[:, None]
     index = torch.where(real, src + batch * L, B * L).reshape(-1)
     inverse = (inverse + batch * src.numel()).reshape(-1)
@@ -333,7 +336,8 @@ class PatchMerging(nn.Module):
         x1 = x[:, 1::2, 0::2, :]
         x2 = x[:, 0::2, 1::2, :]
         x3 = x[:, 1::2, 1::2, :]
-        x = torch.cat([x0, x1, x2, x3], dim=-1).view(B, -1, 4 * C)
+        x = torch.cat([x0, x1, x2, x3], dim=-1)
+        x = x.view(B, x.shape[1] * x.shape[2], 4 * C)
         return self.reduction(self.norm(x))
 
 
@@ -395,7 +399,8 @@ class BasicLayer(nn.Module):
 
         # region labels 3 * row region + column region (tensor ops, so that a trace follows H and W)
         img_mask = (3 * region(Hp)[:, None] + region(Wp)[None, :])[None, :, :, None]  # (1, Hp, Wp, 1)
-        win = window_partition(img_mask, ws).reshape(-1, ws * ws)  # (nW, N)
+        win = window_partition(img_mask, ws)
+        win = win.reshape(win.shape[0], ws * ws)  # (nW, N)
         mask = win.unsqueeze(1) - win.unsqueeze(2)
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -530,7 +535,7 @@ class SwinTransformer(nn.Module):
             x_out, H, W, x, Wh, Ww = layer(x, Wh, Ww)
             if i in self.out_indices:
                 x_out = getattr(self, f"norm{i}")(x_out)
-                outs[f"res{i + 2}"] = x_out.view(-1, H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+                outs[f"res{i + 2}"] = x_out.view(x_out.shape[0], H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
         return outs
 
 

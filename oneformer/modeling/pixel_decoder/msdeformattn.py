@@ -140,9 +140,15 @@ class MSDeformAttnTransformerEncoder(nn.Module):
 
     def forward(self, src: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                 valid_ratios: torch.Tensor, pos: Optional[torch.Tensor] = None,
-                padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """src/pos (B, S, C), spatial_shapes (L, 2), level_start_index (L,), valid_ratios (B, L, 2) -> (B, S, C)."""
-        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
+                padding_mask: Optional[torch.Tensor] = None,
+                shapes: Optional[Sequence[Sequence[int]]] = None) -> torch.Tensor:
+        """src/pos (B, S, C), spatial_shapes (L, 2), level_start_index (L,), valid_ratios (B, L, 2) -> (B, S, C).
+
+        ``shapes``: the same level sizes as Python (or symbolic) ints, when the caller has them: the reference
+        points are then built without reading ``spatial_shapes`` on the host (which would break a compiled graph).
+        """
+        reference_points = self.get_reference_points(spatial_shapes if shapes is None else shapes, valid_ratios,
+                                                     device=src.device)
         out = src
         for layer in self.layers:
             out = layer(out, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
@@ -211,7 +217,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         # The padding masks are all False (images are padded before the backbone, as in the original), so the
         # attention gets no mask at all: identical results without the masked_fill.
         memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, pos=pos_flatten,
-                              padding_mask=None)
+                              padding_mask=None, shapes=None if torch.jit.is_tracing() else shapes)
         return memory, spatial_shapes, level_start_index, valid_ratios
 
 

@@ -1,6 +1,15 @@
-// Python binding of the multi-scale deformable attention kernels; dispatches on the device of `value`.
+// The operators oneformer::ms_deform_attn and oneformer::ms_deform_attn_backward: schemas, argument checks, and the
+// CPU / CUDA kernels registered with the PyTorch dispatcher (TORCH_LIBRARY / TORCH_LIBRARY_IMPL), so that eager
+// calls, FakeTensor tracing (torch.compile, torch.export) and AOTInductor all see one op. The fake (meta)
+// implementations and the autograd formula are registered from Python (oneformer/ops/functional.py).
+//
+// Loading the shared library registers the operators: `import oneformer.ops._C` works through the empty Python
+// module defined at the end of this file (no pybind11, no libtorch_python: the library uses only the stable Python
+// ABI, as PyTorch's custom-operator guide recommends).
+#include <Python.h>
+#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <torch/extension.h>
+#include <torch/library.h>
 
 #include "ms_deform_attn.h"
 
@@ -38,64 +47,106 @@ void check_ms_deform_attn_inputs(
   TORCH_CHECK(spatial_shapes.device() == dev && level_start_index.device() == dev &&
                   sampling_loc.device() == dev && attn_weight.device() == dev,
               "all inputs must be on the device of value (", dev, ")");
-  TORCH_CHECK(value.is_contiguous() && spatial_shapes.is_contiguous() && level_start_index.is_contiguous() &&
-                  sampling_loc.is_contiguous() && attn_weight.is_contiguous(),
-              "all inputs must be contiguous");
 }
 
-at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                   const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
+namespace {
+
+// The kernels take dense arrays; callers (and the Python entry) normally pass contiguous tensors already, so these
+// are no-ops then. The op's contract is only the schema's, as torch.library.opcheck tests it.
+struct Dense {
+  at::Tensor value, spatial_shapes, level_start_index, sampling_loc, attn_weight;
+};
+
+Dense dense(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+            const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
   check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return ms_deform_attn_cuda_forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-#else
-    TORCH_CHECK(false, "this build of oneformer.ops._C has no CUDA kernel (rebuild with a CUDA toolkit)");
-#endif
-  }
-  TORCH_CHECK(value.device().is_cpu(), "unsupported device ", value.device());
-  return ms_deform_attn_cpu_forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  return {value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(), sampling_loc.contiguous(),
+          attn_weight.contiguous()};
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                                 const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
-                                 const at::Tensor& attn_weight, const at::Tensor& grad_output) {
-  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
-                  grad_output.device() == value.device(),
-              "grad_output must be contiguous with the dtype and device of value");
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& sampling_loc) {
+  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
+              "grad_output must have the dtype and device of value");
   TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == value.size(0) &&
                   grad_output.size(1) == sampling_loc.size(1) && grad_output.size(2) == value.size(2) * value.size(3),
               "grad_output must be (N, Lq, M * D), got ", grad_output.sizes());
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return ms_deform_attn_cuda_backward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                                        grad_output);
-#else
-    TORCH_CHECK(false, "this build of oneformer.ops._C has no CUDA kernel (rebuild with a CUDA toolkit)");
-#endif
-  }
-  TORCH_CHECK(value.device().is_cpu(), "unsupported device ", value.device());
-  return ms_deform_attn_cpu_backward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                                     grad_output);
 }
 
-bool with_cuda() {
-#ifdef WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
+at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                       const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
+  const auto d = dense(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  return ms_deform_attn_cpu_forward(d.value, d.spatial_shapes, d.level_start_index, d.sampling_loc, d.attn_weight);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output) {
+  const auto d = dense(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  check_grad_output(grad_output, value, sampling_loc);
+  auto grads = ms_deform_attn_cpu_backward(d.value, d.spatial_shapes, d.level_start_index, d.sampling_loc,
+                                           d.attn_weight, grad_output.contiguous());
+  return {grads[0], grads[1], grads[2]};
+}
+
+#ifdef WITH_CUDA
+// CUDA shapes live on the device: the level layout is checked with an asynchronous device-side assert, so that no
+// call waits for the GPU (the kernels index value with these numbers; a wrong layout must not read out of bounds).
+void check_levels_async(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
+  if (spatial_shapes.size(0) == 0) return;
+  const auto sizes = spatial_shapes.prod(1);
+  const auto starts = sizes.cumsum(0) - sizes;
+  const auto ok = sizes.sum().eq(S).logical_and(spatial_shapes.ge(0).all()).logical_and(
+      level_start_index.eq(starts).all());
+  at::_assert_async(ok, "ms_deform_attn: spatial_shapes / level_start_index do not tile value's positions");
+}
+
+at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                        const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
+                        const at::Tensor& attn_weight) {
+  const auto d = dense(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  check_levels_async(d.spatial_shapes, d.level_start_index, value.size(1));
+  return ms_deform_attn_cuda_forward(d.value, d.spatial_shapes, d.level_start_index, d.sampling_loc, d.attn_weight);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output) {
+  const auto d = dense(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  check_grad_output(grad_output, value, sampling_loc);
+  check_levels_async(d.spatial_shapes, d.level_start_index, value.size(1));
+  auto grads = ms_deform_attn_cuda_backward(d.value, d.spatial_shapes, d.level_start_index, d.sampling_loc,
+                                            d.attn_weight, grad_output.contiguous());
+  return {grads[0], grads[1], grads[2]};
+}
+#endif
+
+}  // namespace
 }  // namespace ops
 }  // namespace oneformer
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "OneFormer compiled ops: multi-scale deformable attention (CPU and, when built, CUDA)";
-  m.def("ms_deform_attn_forward", &oneformer::ops::forward,
-        "forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight) -> (N, Lq, M*D)");
-  m.def("ms_deform_attn_backward", &oneformer::ops::backward,
-        "backward(..., grad_output) -> [grad_value, grad_sampling_loc, grad_attn_weight]");
-  m.def("with_cuda", &oneformer::ops::with_cuda, "whether the CUDA kernels were compiled in");
+TORCH_LIBRARY(oneformer, m) {
+  m.def("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+  m.def("ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+        "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(oneformer, CPU, m) {
+  m.impl("ms_deform_attn", &oneformer::ops::forward_cpu);
+  m.impl("ms_deform_attn_backward", &oneformer::ops::backward_cpu);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(oneformer, CUDA, m) {
+  m.impl("ms_deform_attn", &oneformer::ops::forward_cuda);
+  m.impl("ms_deform_attn_backward", &oneformer::ops::backward_cuda);
+}
+#endif
+
+// An empty Python module, so that `import oneformer.ops._C` loads this library (and with it the registrations).
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
 }
