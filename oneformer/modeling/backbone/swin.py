@@ -240,9 +240,9 @@ class SwinTransformerBlock(nn.Module):
         tracing = _tracing()
         assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
         mask = attn_mask if self.shift_size > 0 else None
-        if tracing:
+        if tracing and not torch.compiler.is_compiling():
             x_attn = self._attention_traceable(x, H, W, mask)
-        else:
+        else:  # eager, and graph capture (torch.compile / torch.export), where the gathers keep sizes symbolic
             x_attn = self._attention_gathered(x, H, W, mask, window_index)
         x = x + self.drop_path(self.attn.proj_drop(self.attn.proj(x_attn)))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
@@ -259,7 +259,9 @@ class SwinTransformerBlock(nn.Module):
             window_index = window_gather_index(B, H, W, self.window_size, self.shift_size, x.device)
         index, inverse = window_index
         xn = self.norm1(x).reshape(B * L, C)
-        if index.numel() > B * L:  # some windows reach into padding: append the zero row they read
+        # some windows reach into padding: append the zero row they read (always under graph capture, where the
+        # size test would make a graph per padding case)
+        if torch.compiler.is_compiling() or index.numel() > B * L:
             xn = torch.cat([xn, xn.new_zeros(1, C)])
         windows = self.attn.qkv(xn).index_select(0, index).view(-1, self.window_size**2, 3 * C)
         windows = self.attn.attend(windows, mask=mask)
@@ -299,12 +301,14 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     """
     ws, L = window_size, H * W
     Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
-    rows = (torch.arange(Hp, device=device) + shift_size) % Hp  # rolled row i holds padded row (i + shift) mod Hp
-    cols = (torch.arange(Wp, device=device) + shift_size) % Wp
-    valid = (rows[:, None] < H) & (cols[None, :] < W)
-    src = torch.where(valid, rows[:, None] * W + cols[None, :], -1)
-    src = src.view(Hp // ws, ws, Wp // ws, ws).transpose(1, 2).reshape(-1)  # window order
-    positions = torch.arange(src.numel(), device=device)
+    # position p in window order -> (row, column) of the rolled padded map, by arithmetic rather than a view of the
+    # map as windows (whose size-1 cases would each get their own graph under torch.compile)
+    positions = torch.arange(Hp * Wp, device=device)
+    window, in_window = positions // (ws * ws), positions % (ws * ws)
+    n_cols = Wp // ws
+    rows = (window // n_cols * ws + in_window // ws + shift_size) % Hp  # rolled row i holds padded row i + shift
+    cols = (window % n_cols * ws + in_window % ws + shift_size) % Wp
+    src = torch.where((rows < H) & (cols < W), rows * W + cols, -1)
     real = src >= 0
     # a scatter, not boolean indexing: no data-dependent shapes, so torch.compile / torch.export keep one graph;
     # padded positions all land in the extra slot L, which is dropped
@@ -408,7 +412,7 @@ class BasicLayer(nn.Module):
         """x (B, H*W, C) -> (stage output (B, H*W, C), H, W, downsampled tokens, H', W')."""
         attn_mask = self._shift_mask(H, W, x.device) if self.depth > 1 else None
         index = {}
-        if not _tracing():  # the gather indices of both window layouts, shared by the blocks
+        if not _tracing() or torch.compiler.is_compiling():  # the gather indices of both window layouts, shared
             for shift in {blk.shift_size for blk in self.blocks}:
                 index[shift] = window_gather_index(x.shape[0], H, W, self.window_size, shift, x.device)
         for blk in self.blocks:

@@ -209,6 +209,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         )
         if torch.jit.is_tracing():  # torch.jit.trace / torch.onnx.export: sizes read from the maps in the graph
             spatial_shapes = torch.stack([torch._shape_as_tensor(s)[-2:] for s in srcs]).to(device)
+        elif torch.compiler.is_compiling():  # symbolic sizes: torch.as_tensor would specialize them to constants
+            spatial_shapes = torch.stack(
+                [torch.stack([torch.full((), d, dtype=torch.long, device=device) for d in hw]) for hw in shapes])
         else:
             spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device).view(-1, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))

@@ -263,18 +263,18 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         # which needs every full mask for the losses, does).
         small_features = {} if not self.training else None
 
-        def attn_features(size):
+        def attn_features(level):  # keyed by level, not by size: sizes are symbolic under torch.compile
             if small_features is None:
                 return None
-            key = tuple(size)
-            if key not in small_features:
-                small_features[key] = F.interpolate(mask_features, size=key, mode="bilinear", align_corners=False)
-            return small_features[key]
+            if level not in small_features:
+                small_features[level] = F.interpolate(mask_features, size=size_list[level], mode="bilinear",
+                                                      align_corners=False)
+            return small_features[level]
 
         last = self.num_layers == 0
         outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
             output, mask_features, size_list[0], need_class=want_aux or last, need_mask=want_aux or last,
-            attn_features=attn_features(size_list[0]),
+            attn_features=attn_features(0),
         )
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
@@ -289,10 +289,11 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
             last = i == self.num_layers - 1
-            next_size = size_list[(i + 1) % self.num_feature_levels]
+            next_level = (i + 1) % self.num_feature_levels
+            next_size = size_list[next_level]
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
                 output, mask_features, next_size, need_class=want_aux or last, need_mask=want_aux or last,
-                need_attn_mask=not last, attn_features=None if last else attn_features(next_size),
+                need_attn_mask=not last, attn_features=None if last else attn_features(next_level),
             )
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
