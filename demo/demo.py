@@ -64,6 +64,9 @@ def get_parser():
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="load a checkpoint that needs full pickle loading (ONLY for files you trust: it can run "
                              "arbitrary code); same as MODEL.ALLOW_UNSAFE_PICKLE True")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the network through torch.compile (MODEL.COMPILE; the first image of each size "
+                             "bucket compiles, the others reuse the graph)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     return parser
 
@@ -283,7 +286,7 @@ def main(argv=None):
         predictor = OneFormerPredictor.from_config_file(
             args.config_file, weights=weights, opts=opts, device=device,
             confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
-            input_format="RGB",
+            input_format="RGB", compile=args.compile,
         )
     except (ConfigError, UnsafeCheckpointError, CheckpointReadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

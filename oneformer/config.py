@@ -118,6 +118,12 @@ def add_common_config(cfg):
     # Added here: how float32 linear layers run in CPU inference, "onednn" (faster on the model's GEMM shapes, see
     # oneformer/modeling/cpu_linear.py) or "native" (PyTorch's F.linear, MKL). Training and GPUs are unaffected.
     cfg.MODEL.CPU_LINEAR_BACKEND = "onednn"
+    # Added here: run the network (backbone, pixel decoder, transformer decoder) through torch.compile, with this
+    # backend and mode ("" = torch.compile's default); inference is one graph for all image sizes
+    # (oneformer/modeling/compile.py). Pre- and post-processing and the losses stay eager.
+    cfg.MODEL.COMPILE = False
+    cfg.MODEL.COMPILE_BACKEND = "inductor"
+    cfg.MODEL.COMPILE_MODE = ""
 
 
 def add_oneformer_config(cfg):

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data.tokenizer import TASKS, Tokenize, get_default_tokenizer, task_string
+from .modeling.compile import CompiledNetwork
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
 from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference
@@ -86,7 +87,11 @@ class OneFormer(nn.Module):
         default_task: str = "panoptic",
         cpu_linear_backend: str = "onednn",
         panoptic_rule: str = "original",
+        compile_backend: Optional[str] = None,
+        compile_mode: Optional[str] = None,
     ):
+        """compile_backend: None runs the network eagerly; else the ``torch.compile`` backend it runs with
+        (MODEL.COMPILE, MODEL.COMPILE_BACKEND, MODEL.COMPILE_MODE; see oneformer/modeling/compile.py)."""
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -128,6 +133,8 @@ class OneFormer(nn.Module):
                 f"MODEL.CPU_LINEAR_BACKEND must be one of {CPU_LINEAR_BACKENDS}, got {cpu_linear_backend!r}")
         if cpu_linear_backend == "onednn":
             use_onednn_linear(self)
+        # a plain attribute, not a submodule: the state_dict keeps the original's keys
+        self.compiled = CompiledNetwork(self._network, compile_backend, compile_mode) if compile_backend else None
 
     @classmethod
     def from_config(cls, cfg):
@@ -197,6 +204,8 @@ class OneFormer(nn.Module):
             "default_task": test.TASK,
             "cpu_linear_backend": cfg.MODEL.CPU_LINEAR_BACKEND,
             "panoptic_rule": test.PANOPTIC_RULE,
+            "compile_backend": cfg.MODEL.COMPILE_BACKEND if cfg.MODEL.COMPILE else None,
+            "compile_mode": cfg.MODEL.COMPILE_MODE,
         }
 
     @property
@@ -248,11 +257,21 @@ class OneFormer(nn.Module):
             self._check_training_inputs(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         tasks = self.encode_tasks(batched_inputs)
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features, tasks)
+        outputs = self.network(images.tensor, tasks)
         if self.training:
             return self.losses(batched_inputs, images, outputs)
         return self.inference(batched_inputs, images, outputs)
+
+    def network(self, images: torch.Tensor, tasks: torch.Tensor) -> Dict:
+        """(B, 3, H, W) normalized, padded images and (B, HIDDEN_DIM) task embeddings -> the head's outputs:
+        "pred_logits" (B, N, K + 1), "pred_masks" (B, N, H / 4, W / 4) (training adds the auxiliary outputs and the
+        query embeddings for the contrastive loss). Compiled when MODEL.COMPILE is set."""
+        if self.compiled is not None and not torch.compiler.is_compiling():
+            return self.compiled(images, tasks, training=self.training)
+        return self._network(images, tasks)
+
+    def _network(self, images: torch.Tensor, tasks: torch.Tensor) -> Dict:
+        return self.sem_seg_head(self.backbone(images), tasks)
 
     def _check_training_inputs(self, batched_inputs: List[Dict]) -> None:
         needed = ["instances"] + (["text"] if self.text_encoder is not None else [])

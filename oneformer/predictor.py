@@ -43,12 +43,16 @@ class OneFormerPredictor:
             object-mask threshold when higher than the config's.
         batch_size: images per forward pass.
         input_format: channel order of array inputs ("RGB" or "BGR"); files are read as RGB.
+        compile: run the network through ``torch.compile`` (sets MODEL.COMPILE; MODEL.COMPILE_BACKEND chooses the
+            backend). The first call of a size bucket compiles (seconds to minutes), later ones reuse the graph.
     """
 
     def __init__(self, cfg: CfgNode, confidence_threshold: Optional[float] = None, batch_size: int = 1,
-                 input_format: str = "RGB"):
+                 input_format: str = "RGB", compile: bool = False):
         cfg = cfg.clone()
         cfg.defrost()
+        if compile:
+            cfg.MODEL.COMPILE = True
         cfg.MODEL.IS_TRAIN = False
         cfg.MODEL.IS_DEMO = True
         if confidence_threshold is not None:

@@ -388,6 +388,28 @@ def test_eval_datasets_follow_model_test_task(tmp_path):
     assert train_net.eval_dataset_names(cfg) == ("ins1", "ins2")
 
 
+def test_compiled_training_gives_the_eager_losses(prefix, tmp_path):
+    """MODEL.COMPILE True: the trainer's steps run the network through torch.compile (aot_eager here: the autograd
+    graph without inductor's code generation, for time) and log the eager run's losses."""
+    histories = {}
+    for compile in (False, True):
+        cfg = train_cfg(tmp_path / str(compile), prefix, max_iter=2)
+        cfg.MODEL.ONE_FORMER.DROPOUT = 0.0  # compiled and eager graphs draw dropout masks differently
+        cfg.MODEL.COMPILE = compile
+        cfg.MODEL.COMPILE_BACKEND = "aot_eager"
+        cfg.freeze()
+        seed_all_rng(0)
+        torch._dynamo.reset()
+        trainer = train_net.Trainer(cfg)
+        assert (trainer.model.compiled is not None) == compile
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        histories[compile] = [v for v, _ in trainer.storage.history("total_loss").values()]
+    torch._dynamo.reset()
+    assert len(histories[True]) == 2
+    np.testing.assert_allclose(histories[True], histories[False], rtol=1e-4, atol=1e-4)
+
+
 def test_amp_bfloat16_and_extra_hooks(prefix, tmp_path):
     from detectron2.engine import AMPTrainer
 

@@ -1,0 +1,70 @@
+"""``CompiledNetwork``: OneFormer's network (backbone → pixel decoder → transformer decoder) under ``torch.compile``.
+
+Used by :class:`oneformer.OneFormer` when MODEL.COMPILE is set (``OneFormerPredictor(..., compile=True)``,
+``demo.py --compile``). Pre- and post-processing stay eager: they are Python over variable numbers of segments.
+
+Inference compiles one graph (``fullgraph=True``) whose image height and width are symbolic. They are passed as a
+view (B, 3, h, 32, w, 32) of the padded image with only h and w marked dynamic: the network's sizes are then
+multiples of its strides by construction (H/4 = 8h, H/32 = h), so the compiler needs no case analysis of rounding
+and one graph serves every padded size (a few size buckets at most, where a kernel heuristic of the compiler
+differs). A padded size that is not a multiple of 32 (MODEL.ONE_FORMER.SIZE_DIVISIBILITY below 32) gets a graph per
+size instead. Training compiles the same network without ``fullgraph`` (the crops are of fixed size).
+
+The compiled functions read the model's parameters at each call, so loading a checkpoint after building the model
+needs no recompilation; ``model.to(device)`` recompiles on the next call.
+"""
+import logging
+from typing import Callable, Dict, Optional
+
+import torch
+
+__all__ = ["CompiledNetwork", "BLOCK"]
+
+logger = logging.getLogger(__name__)
+
+BLOCK = 32  # the backbone's largest stride: padded sizes are multiples of it with the shipped configs
+
+
+class CompiledNetwork:
+    """Calls ``network(images, tasks)`` through ``torch.compile``.
+
+    Args:
+        network: the eager function, (B, 3, H, W) normalized padded images and (B, C) task embeddings -> the head's
+            output dict (``OneFormer._network``).
+        backend, mode: passed to ``torch.compile`` (mode "" or None: the default).
+    """
+
+    def __init__(self, network: Callable[[torch.Tensor, torch.Tensor], Dict], backend: str = "inductor",
+                 mode: Optional[str] = None):
+        self.network = network
+        self.backend = backend
+        self.mode = mode or None
+        self._eval = self._static = self._train = None
+
+    def _compile(self, fn, **kwargs):
+        return torch.compile(fn, backend=self.backend, mode=self.mode, **kwargs)
+
+    def _blocked(self, blocked: torch.Tensor, tasks: torch.Tensor) -> Dict:
+        B, C, h, d, w, _ = blocked.shape
+        return self.network(blocked.reshape(B, C, h * d, w * d), tasks)
+
+    def __call__(self, images: torch.Tensor, tasks: torch.Tensor, training: bool = False) -> Dict:
+        """images (B, 3, H, W), tasks (B, C) -> the network's outputs, computed by the compiled graph."""
+        if training:
+            if self._train is None:
+                self._train = self._compile(self.network)
+            return self._train(images, tasks)
+        B, C, H, W = images.shape
+        if H % BLOCK or W % BLOCK:
+            if self._static is None:
+                logger.info("torch.compile: padded size %dx%d is not a multiple of %d, so each input size gets "
+                            "its own graph (MODEL.ONE_FORMER.SIZE_DIVISIBILITY 32 gives one graph for all sizes)",
+                            H, W, BLOCK)
+                self._static = self._compile(self.network, fullgraph=True, dynamic=False)
+            return self._static(images, tasks)
+        if self._eval is None:
+            self._eval = self._compile(self._blocked, fullgraph=True)
+        blocked = images.reshape(B, C, H // BLOCK, BLOCK, W // BLOCK, BLOCK)
+        torch._dynamo.maybe_mark_dynamic(blocked, 2)
+        torch._dynamo.maybe_mark_dynamic(blocked, 4)
+        return self._eval(blocked, tasks)

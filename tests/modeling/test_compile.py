@@ -1,0 +1,117 @@
+"""MODEL.COMPILE (oneformer/modeling/compile.py): the network under torch.compile, on the tiny config.
+
+Inference is one graph (fullgraph=True: a graph break raises) whose outputs equal the eager network's (1e-4) and
+that serves a range of image sizes without recompiling; inductor, the default backend, gives the eager numbers; the
+predictor's ``compile=True`` gives the eager predictor's results; a training step gives the eager losses.
+"""
+import pytest
+import torch
+from detectron2.modeling import build_model
+from torch._dynamo.utils import counters
+
+from oneformer.predictor import OneFormerPredictor
+from tests.test_oneformer_model import _training_inputs
+from tests.tiny import tiny_cfg
+
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _model(backend, is_train=False, compile=True):
+    cfg = tiny_cfg(is_train=is_train)
+    cfg.MODEL.COMPILE = compile
+    cfg.MODEL.COMPILE_BACKEND = backend
+    cfg.MODEL.ONE_FORMER.DROPOUT = 0.0  # the compiled and the eager graph draw dropout masks differently
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+def _network_inputs(model, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batched = [{"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8), "task": "panoptic"}]
+    return model.preprocess_image(batched).tensor, model.encode_tasks(batched)
+
+
+def _max_diff(a, b):
+    return max(float((a[k] - b[k]).abs().max()) for k in ("pred_logits", "pred_masks"))
+
+
+def test_one_graph_for_a_range_of_sizes():
+    model = _model("eager").eval()
+    sizes = [(256, 256), (288, 352), (320, 256), (256, 416), (384, 320)]
+    with torch.no_grad():
+        for h, w in sizes:
+            images, tasks = _network_inputs(model, h, w)
+            out = model.network(images, tasks)
+            assert out["pred_masks"].shape[-2:] == (h // 4, w // 4)
+            assert _max_diff(out, model._network(images, tasks)) < TOL, (h, w)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
+def test_small_and_odd_sizes_compile_and_match():
+    """Sizes below the range above get their own size buckets (one window in the last Swin stage; a kernel
+    heuristic of the compiler); padded sizes that are not multiples of 32 get static graphs. All match eager."""
+    model = _model("eager").eval()
+    model.size_divisibility = 0  # no padding: 72x90 reaches the network as it is
+    with torch.no_grad():
+        for h, w in [(64, 64), (96, 64), (72, 90)]:
+            images, tasks = _network_inputs(model, h, w)
+            assert _max_diff(model.network(images, tasks), model._network(images, tasks)) < TOL, (h, w)
+
+
+def test_inductor_matches_eager_end_to_end():
+    """The default backend (inductor) on CPU, through the whole model call: same panoptic segmentation."""
+    model = _model("inductor").eval()
+    eager = _model("inductor", compile=False).eval()
+    eager.load_state_dict(model.state_dict())
+    batched = [{"image": torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(3),
+                                       dtype=torch.uint8), "task": "panoptic", "outputs": ["panoptic_seg"]}]
+    with torch.no_grad():
+        images, tasks = eager.preprocess_image(batched).tensor, eager.encode_tasks(batched)
+        assert _max_diff(model.network(images, tasks), eager.network(images, tasks)) < TOL
+        ids, info = model(batched)[0]["panoptic_seg"]
+        ref_ids, ref_info = eager(batched)[0]["panoptic_seg"]
+    assert torch.equal(ids, ref_ids) and info == ref_info
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_training_step_gives_the_eager_losses():
+    compiled = _model("aot_eager", is_train=True).train()
+    eager = _model("aot_eager", is_train=True, compile=False).train()
+    eager.load_state_dict(compiled.state_dict())
+    inputs = _training_inputs()
+    losses = {}
+    for name, model in (("compiled", compiled), ("eager", eager)):
+        torch.manual_seed(5)  # the criterion samples points
+        losses[name] = model(inputs)
+        sum(losses[name].values()).backward()
+    assert set(losses["compiled"]) == set(losses["eager"])
+    for k, v in losses["eager"].items():
+        assert abs(float(losses["compiled"][k].detach()) - float(v.detach())) < TOL, k
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        if q.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-3), name
+    assert counters["stats"]["unique_graphs"] >= 1  # it did go through torch.compile
+
+
+def test_predictor_compile_flag(tmp_path):
+    cfg = tiny_cfg()
+    cfg.MODEL.COMPILE_BACKEND = "eager"
+    torch.manual_seed(0)
+    plain = OneFormerPredictor(cfg)
+    compiled = OneFormerPredictor(cfg, compile=True)
+    compiled.model.load_state_dict(plain.model.state_dict())
+    assert compiled.cfg.MODEL.COMPILE and compiled.model.compiled is not None and plain.model.compiled is None
+    image = torch.randint(0, 256, (90, 120, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = compiled(image.numpy(), task="semantic")[0]["sem_seg"]
+    ref = plain(image.numpy(), task="semantic")[0]["sem_seg"]
+    assert out.shape == ref.shape == (5, 90, 120)
+    assert float((out - ref).abs().max()) < TOL
+    assert counters["stats"]["unique_graphs"] == 1
