@@ -5,6 +5,16 @@
 "D2SwinTransformer", "D2ConvNeXt", "D2DiNAT") in Detectron2's registries, registers the task-aware dataset mappers
 and the original datasets with their metadata, and re-exports the config adders.
 """
+import warnings
+
+with warnings.catch_warnings():
+    # fvcore.nn.focal_loss and detectron2.modeling.box_regression call torch.jit.script when imported, which torch 2.14
+    # answers with a deprecation note on every run; this package uses neither TorchScript function, so importing
+    # them here first keeps the note out of every OneFormer command (a later torch.jit.script call still warns)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import fvcore.nn  # noqa: F401
+    import detectron2.modeling  # noqa: F401
+
 from . import data, modeling, ops  # noqa: F401  (registration)
 from .config import (  # noqa: F401
     add_common_config,

@@ -24,8 +24,14 @@ nothing to do. ``--confident S`` multiplies the class head and the last mask-emb
 that, like a trained model, some queries are confident and mask probabilities saturate (default 16 with random
 weights, 1 with real weights).
 
+``--compile`` adds three more processes of ours, timed in the same turns: the network under ``torch.compile``
+(MODEL.COMPILE, inductor: what the compiler picks for this machine), the AOTInductor package and the dynamo-exported
+ONNX file run by onnxruntime (both through ``oneformer.export.ExportedOneFormer``, post-processing included). Their
+one-off cost (compilation; export and compilation) is reported separately from the steady-state latency, and their
+panoptic output is compared with eager ours.
+
     python tools/benchmark_inference.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
-        --size 512 --task panoptic --threads 2
+        --size 512 --task panoptic --threads 2 --compile
 """
 import argparse
 import multiprocessing as mp
@@ -44,7 +50,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def setup_cfg(args, rule=None):
+def setup_cfg(args, rule=None, compile=False):
     from detectron2.config import get_cfg
 
     from oneformer import add_oneformer_config_all
@@ -60,6 +66,7 @@ def setup_cfg(args, rule=None):
     cfg.MODEL.TEST.PANOPTIC_ON = args.task == "panoptic"
     if rule is not None:
         cfg.MODEL.TEST.PANOPTIC_RULE = rule
+    cfg.MODEL.COMPILE = compile
     cfg.freeze()
     return cfg
 
@@ -138,9 +145,23 @@ def _autocast(args):
     return torch.autocast(args.device, enabled=False)
 
 
-def worker_ours(args, weights_path, rule, cmd, queue):
+def _exported_runner(args, model, image, variant):
+    """Export ``model`` (static size of ``image``) as an AOTInductor package or ONNX file in a temporary folder and
+    return a function that runs it end to end (``ExportedOneFormer``, post-processing included)."""
+    from oneformer.export import ExportedOneFormer, export_aoti, export_onnx
+
+    folder = tempfile.mkdtemp(prefix="oneformer_bench_")
+    path = os.path.join(folder, "model.onnx" if variant == "onnxruntime" else "model.pt2")
+    h, w = image.shape[-2:]
+    (export_onnx if variant == "onnxruntime" else export_aoti)(model, path, task=args.task, height=h, width=w)
+    runtime = ExportedOneFormer(path, num_threads=args.threads, device=args.device, resize=False)
+    return lambda: [runtime(image, task=args.task)]
+
+
+def worker_ours(args, weights_path, rule, cmd, queue, variant="eager"):
+    """``variant``: "eager", "compiled" (MODEL.COMPILE), "AOTInductor" or "onnxruntime" (exported files)."""
     torch.set_num_threads(args.threads)
-    cfg = setup_cfg(args, rule)
+    cfg = setup_cfg(args, rule, compile=variant == "compiled")
     model = build_ours(args, cfg)
     model.load_state_dict(torch.load(weights_path, weights_only=True))
     image = load_image(args.image) if args.image else make_input(args.size, args.seed)
@@ -152,8 +173,23 @@ def worker_ours(args, weights_path, rule, cmd, queue):
         with torch.no_grad(), _autocast(args):
             return model(inputs)
 
+    t0 = time.perf_counter()
+    if variant in ("AOTInductor", "onnxruntime"):
+        run = _exported_runner(args, model, image, variant)
+        del model
+    if variant != "eager":  # the one-off cost: export and compilation, or torch.compile at the first call
+        run()
+        prepare_s = time.perf_counter() - t0
     times = _serve(run, args.device, args.warmup, cmd, queue)
     out = run()[0]
+    if variant != "eager":
+        result = {"times": times, "peak_mb": _peak_memory_mb(args.device), "prepare_s": prepare_s}
+        if args.task == "panoptic":
+            ids, segments = out["panoptic_seg"]
+            result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
+        queue.put(result)
+        cmd.get()
+        return
 
     # per-stage breakdown: the same steps as OneFormer.forward, timed one by one
     stages = {"backbone": [], "pixel decoder": [], "transformer decoder": [], "post-processing": []}
@@ -315,6 +351,8 @@ def main(argv=None):
                         help="scale of class head and mask embedding (default 16 for random weights, 1 otherwise)")
     parser.add_argument("--weights", default="", help="a OneFormer checkpoint (path or URL); default: random weights")
     parser.add_argument("--no-hf", action="store_true", help="time ours only")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time ours compiled (torch.compile), as an AOTInductor package and in onnxruntime")
     parser.add_argument("--rules", nargs="+", choices=["original", "transformers"],
                         default=["original", "transformers"],
                         help="panoptic task: the MODEL.TEST.PANOPTIC_RULE values to run ours with (one process each)")
@@ -351,6 +389,9 @@ def main(argv=None):
         rules = list(dict.fromkeys(args.rules)) if args.task == "panoptic" else [None]
         names = {rule: "ours" if rule is None else f"ours, {rule} rule" for rule in rules}
         workers = {names[rule]: (worker_ours, (args, weights, rule)) for rule in rules}
+        variants = ("compiled", "AOTInductor", "onnxruntime") if args.compile else ()
+        for variant in variants:
+            workers[f"ours, {variant}"] = (worker_ours, (args, weights, rules[0], variant))
         if not args.no_hf:
             sys.path.insert(0, os.path.join(REPO, "tools"))
             from convert_hf_oneformer import ours_to_hf
@@ -371,11 +412,21 @@ def main(argv=None):
     for name, r in results.items():
         label = "transformers + post-process" if name == "transformers" else name
         print(f"{label:28s}{r['latency'] * 1e3:>15.0f} ms{r['peak_mb']:>11.0f} MB")
-    for name in names.values():
-        if hf is not None:
-            print(f"speed-up (transformers / {name}): {hf['latency'] / results[name]['latency']:.2f}x")
+    for name, r in results.items():
+        if hf is not None and name != "transformers":
+            print(f"speed-up (transformers / {name}): {hf['latency'] / r['latency']:.2f}x")
+    for name, r in results.items():
+        if "prepare_s" in r:
+            print(f"one-off cost of {name} (export / compilation, first call): {r['prepare_s']:.1f} s")
     for name, r in results.items():
         print(f"runs, in turn ({name}, ms):", " ".join(f"{t * 1e3:.0f}" for t in r["times"]))
+    eager = results[names[rules[0]]]
+    for name, r in results.items():
+        if "prepare_s" in r and args.task == "panoptic":
+            same = (r["panoptic"][0] == eager["panoptic"][0]).float().mean().item()
+            print(f"panoptic output of {name} vs eager: {same * 100:.3f}% of pixels same id, segments "
+                  f"{'identical' if r['panoptic'][1] == eager['panoptic'][1] else 'DIFFERENT'} "
+                  f"({len(r['panoptic'][1])} vs {len(eager['panoptic'][1])})")
     for name in names.values():
         stages = results[name]["stages"]
         print(f"{name} per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))

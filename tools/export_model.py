@@ -1,19 +1,26 @@
 #!/usr/bin/env python
-"""Export OneFormer's inference graph to ONNX or TorchScript.
+"""Export OneFormer's inference graph: torch.export (pt2), AOTInductor (aoti), ONNX, or TorchScript.
 
     python tools/export_model.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
-        --format onnx --task panoptic --height 512 --width 512 --output oneformer.onnx \\
+        --format onnx --task panoptic --dynamic --output oneformer.onnx \\
         MODEL.WEIGHTS 250_16_swin_l_oneformer_ade20k_160k.pth
+
+Formats: pt2 (an ExportedProgram, torch.export), aoti (an AOTInductor package compiled from it), onnx (the
+dynamo-based exporter on it, opset 18, the deformable attention as standard ONNX ops); these take images padded to
+multiples of 32 plus their sizes and return the logits (the runtime pads and post-processes). torchscript and
+onnx-torchscript (the TorchScript-based exporter) are kept for in-graph post-processing (--postprocess).
 
 The graph: uint8 image (B, 3, H, W) in INPUT.FORMAT → normalization and zero padding to multiples of 32 → backbone
 → pixel decoder → transformer decoder → class logits (B, N, K+1) and mask logits (B, N, H/4, W/4); optionally the
 semantic or panoptic post-processing as tensor ops (--postprocess). The task is baked in (--task semantic|instance|
 panoptic) or an int64 (B, 77) token-id input (--task input). --dynamic makes batch, height and width dynamic;
 otherwise the graph is for (--batch, 3, --height, --width). README "Export" documents the output contract;
-``oneformer.export.runtime.ExportedOneFormer`` runs the files and returns the eager model's outputs.
+``oneformer.export.runtime.ExportedOneFormer`` runs the files and returns the eager model's outputs, with the
+predictor's test resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, stored in the file).
 
 Weights come from MODEL.WEIGHTS (a full OneFormer checkpoint, path or URL); with MODEL.WEIGHTS "" the model is
-randomly initialized (a warning says so). ONNX uses torch.onnx.export(dynamo=False) with opset --opset (>= 17).
+randomly initialized (a warning says so). onnx-torchscript uses torch.onnx.export(dynamo=False) with opset --opset
+(>= 17).
 """
 import argparse
 import logging
@@ -37,7 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="OneFormer YAML config")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="onnx or torchscript (default: from --output, .onnx is ONNX)")
+                   help="default: from --output (.onnx: onnx, .pt2: pt2)")
     p.add_argument("--task", choices=TASK_MODES, default="panoptic",
                    help="task baked into the graph, or 'input' for a (B, 77) int64 task_ids input")
     p.add_argument("--height", type=int, default=None, help="input height (static export; example size if dynamic)")
@@ -46,7 +53,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size of a static export (default 1)")
     p.add_argument("--postprocess", choices=POSTPROCESS, default="none",
                    help="post-processing inside the graph (default none: logits only)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 17, default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"onnx-torchscript: ONNX opset (>= 17, default {DEFAULT_OPSET}); onnx writes opset 18")
     p.add_argument("--output", required=True, help="output file")
     p.add_argument("--verify", action="store_true",
                    help="run the exported file on a random image and print its difference to the eager model")
@@ -97,7 +105,7 @@ def verify(model, path: str, meta: dict) -> float:
     b = meta["batch"] or 1
     images = torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8)
     task = meta["task"] if meta["task"] != "input" else meta["default_task"]
-    runtime = ExportedOneFormer(path)
+    runtime = ExportedOneFormer(path)  # run() feeds the image as it is (the test resize is __call__'s)
     ids = runtime.task_ids(task)[None].expand(b, -1) if meta["task"] == "input" else None
     outs = runtime.run(images, ids)
     with torch.no_grad():
@@ -110,15 +118,17 @@ def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     if not args.dynamic and (args.height is None or args.width is None):
         raise SystemExit("--height and --width are needed unless --dynamic")
-    from oneformer.export import export_model
+    from oneformer.export import export_model, format_from_path
 
     cfg = setup_cfg(args)
     model = build_model(cfg)
-    fmt = args.format or ("onnx" if args.output.endswith(".onnx") else "torchscript")
+    try:
+        fmt = args.format or format_from_path(args.output)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     kwargs = dict(task=args.task, postprocess=args.postprocess, height=args.height, width=args.width,
-                  dynamic=args.dynamic, batch=args.batch, input_format=cfg.INPUT.FORMAT)
-    if fmt == "onnx":
-        kwargs["opset"] = args.opset
+                  dynamic=args.dynamic, batch=args.batch, input_format=cfg.INPUT.FORMAT,
+                  resize=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST), opset=args.opset)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     start = time.perf_counter()
     meta = export_model(model, args.output, fmt, **kwargs)

@@ -1,8 +1,18 @@
-"""Export a OneFormer model to ONNX or TorchScript (used by tools/export_model.py).
+"""Export a OneFormer model (used by tools/export_model.py).
 
-Both formats come from one ``torch.jit.trace`` of :class:`~oneformer.export.graph.OneFormerExportModule`: the
-TorchScript file is that trace, the ONNX file is written by ``torch.onnx.export(..., dynamo=False)`` (the
-TorchScript-based exporter) from the same trace. The model code takes its export-friendly branches while tracing
+Formats:
+
+- ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``), ``aoti``: an AOTInductor package
+  (``torch._inductor.aoti_compile_and_package``) compiled from it, ``onnx``: the dynamo-based ONNX exporter
+  (``torch.onnx.export(..., dynamo=True)``, opset 18) on it, with the deformable-attention operator translated to
+  standard ONNX ops (:mod:`.onnx_ops`). All three take the graph of
+  :class:`~oneformer.export.graph.PaddedOneFormerExportModule` (images padded by the caller to multiples of 32, with
+  their sizes as an input; height and width symbolic as ``32 * h``) and return the logits.
+- ``torchscript`` and ``onnx-torchscript`` (kept, not the default): one ``torch.jit.trace`` of
+  :class:`~oneformer.export.graph.OneFormerExportModule` (any input size, optional in-graph post-processing), saved
+  as TorchScript or written by the TorchScript-based ONNX exporter (``dynamo=False``).
+
+For the traced formats The model code takes its export-friendly branches while tracing
 (``torch.jit.is_tracing()``): sizes stay traced values, the deformable attention runs its ``grid_sample`` reference
 on level sizes read from the feature maps in the graph, Swin pads and builds its shifted-window mask with tensor ops.
 
@@ -15,22 +25,26 @@ import json
 import logging
 import os
 import warnings
-from typing import Dict, Optional
+import zipfile
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..oneformer_model import TASKS, task_string
-from .graph import POSTPROCESS, TASK_MODES, OneFormerExportModule, output_names
+from .graph import POSTPROCESS, TASK_MODES, OneFormerExportModule, PaddedOneFormerExportModule, output_names
 
-__all__ = ["FORMATS", "METADATA_KEY", "DEFAULT_OPSET", "export_model", "export_onnx", "export_torchscript",
-           "build_metadata"]
+__all__ = ["FORMATS", "EXPORT_FORMATS", "METADATA_KEY", "DEFAULT_OPSET", "export_model", "export_program",
+           "export_pt2", "export_aoti", "export_onnx", "export_onnx_torchscript", "export_torchscript",
+           "build_metadata", "format_from_path"]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("pt2", "aoti", "onnx", "onnx-torchscript", "torchscript")
+EXPORT_FORMATS = ("pt2", "aoti", "onnx")  # the torch.export-based ones
 METADATA_KEY = "oneformer"  # ONNX metadata_props key; TorchScript extra file METADATA_KEY + ".json"
-DEFAULT_OPSET = 17  # GridSample needs 16, LayerNormalization 17
+DEFAULT_OPSET = 17  # onnx-torchscript: GridSample needs 16, LayerNormalization 17
+BLOCK = 32  # torch.export-based formats: padded height and width are 32 * h, 32 * w
 FORMAT_VERSION = 1
 
 
@@ -45,8 +59,11 @@ def _dataset_info(model) -> Dict:
 
 
 def build_metadata(model, *, task: str, postprocess: str, fmt: str, dynamic: bool, height: int, width: int,
-                   batch: int, opset: Optional[int] = None, input_format: str = "RGB") -> Dict:
-    """The JSON description stored in an exported file (see the module docstring)."""
+                   batch: int, opset: Optional[int] = None, input_format: str = "RGB",
+                   resize: Optional[Tuple[int, int]] = None) -> Dict:
+    """The JSON description stored in an exported file (see the module docstring). ``resize``: the config's
+    (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST), which the runtime applies as the predictor does (None: no resize)."""
+    padded = fmt in EXPORT_FORMATS
     info = _dataset_info(model)
     ids = {t: model.task_token_ids(t).tolist() for t in TASKS}
     meta = {
@@ -58,7 +75,11 @@ def build_metadata(model, *, task: str, postprocess: str, fmt: str, dynamic: boo
         "task_ids": ids,  # token ids of "The task is <task>" for every task (the input of a task "input" graph)
         "task_seq_len": len(ids["panoptic"]),
         "postprocess": postprocess,
-        "inputs": ["image"] + (["task_ids"] if task == "input" else []),
+        "inputs": ["image"] + (["image_sizes"] if padded else []) + (["task_ids"] if task == "input" else []),
+        # torch.export-based formats: images padded by the caller to multiples of "block", sizes as an input
+        "padded_input": padded,
+        "block": BLOCK if padded else None,
+        "resize": None if resize is None else [int(resize[0]), int(resize[1])],
         "outputs": list(output_names(postprocess)),
         "dynamic": bool(dynamic),
         "height": None if dynamic else int(height),
@@ -150,7 +171,7 @@ def _trace(wrapper, inputs):
 
 def export_torchscript(model, path: str, *, task: str = "panoptic", postprocess: str = "none",
                        height: Optional[int] = None, width: Optional[int] = None, dynamic: bool = False,
-                       batch: int = 1, input_format: str = "RGB") -> Dict:
+                       batch: int = 1, input_format: str = "RGB", resize: Optional[Tuple[int, int]] = None) -> Dict:
     """Trace ``model`` (an OneFormer) into a TorchScript file; returns the stored metadata.
 
     ``height``/``width``: the input size (static) or the example size of the trace (dynamic; default 256). A trace of
@@ -158,7 +179,7 @@ def export_torchscript(model, path: str, *, task: str = "panoptic", postprocess:
     """
     wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch)
     meta = build_metadata(model, task=task, postprocess=postprocess, fmt="torchscript", dynamic=dynamic,
-                          height=height, width=width, batch=batch, input_format=input_format)
+                          height=height, width=width, batch=batch, input_format=input_format, resize=resize)
     with _eval_mode(model), _quiet_export():
         wrapper.eval()
         traced = _trace(wrapper, _example_inputs(wrapper, batch, height, width))
@@ -166,21 +187,25 @@ def export_torchscript(model, path: str, *, task: str = "panoptic", postprocess:
     return meta
 
 
-def export_onnx(model, path: str, *, task: str = "panoptic", postprocess: str = "none",
-                height: Optional[int] = None, width: Optional[int] = None, dynamic: bool = False, batch: int = 1,
-                opset: int = DEFAULT_OPSET, input_format: str = "RGB") -> Dict:
+def export_onnx_torchscript(model, path: str, *, task: str = "panoptic", postprocess: str = "none",
+                            height: Optional[int] = None, width: Optional[int] = None, dynamic: bool = False,
+                            batch: int = 1, opset: Optional[int] = DEFAULT_OPSET, input_format: str = "RGB",
+                            resize: Optional[Tuple[int, int]] = None) -> Dict:
     """Export ``model`` (an OneFormer) to an ONNX file with the TorchScript-based exporter; returns the metadata.
 
     ``dynamic=True`` makes batch, height and width dynamic axes (``height``/``width`` are then only the example size,
     default 256); otherwise the graph is for (batch, 3, height, width) inputs.
     """
+    if opset is None:
+        opset = DEFAULT_OPSET
     if opset < 17:
         raise ValueError(f"opset must be at least 17 (GridSample, LayerNormalization), got {opset}")
     import onnx  # noqa: F401  (needed by the exporter; fail early with a clear error)
 
     wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch)
-    meta = build_metadata(model, task=task, postprocess=postprocess, fmt="onnx", dynamic=dynamic, height=height,
-                          width=width, batch=batch, opset=opset, input_format=input_format)
+    meta = build_metadata(model, task=task, postprocess=postprocess, fmt="onnx-torchscript", dynamic=dynamic,
+                          height=height, width=width, batch=batch, opset=opset, input_format=input_format,
+                          resize=resize)
     names = list(output_names(postprocess))
     dynamic_axes = None
     if dynamic:
@@ -212,11 +237,132 @@ def _write_onnx_metadata(path: str, meta: Dict) -> None:
     onnx.save(proto, path)
 
 
+def format_from_path(path: str) -> str:
+    """The format a file name implies: .onnx -> "onnx", .pt2 -> "pt2"; anything else needs an explicit format."""
+    path = os.fspath(path)
+    if path.endswith(".onnx"):
+        return "onnx"
+    if path.endswith(".pt2"):
+        return "pt2"
+    raise ValueError(f"cannot tell the export format from {path!r}: name it .onnx or .pt2, or choose one of "
+                     f"{FORMATS} (--format)")
+
+
 def export_model(model, path: str, fmt: Optional[str] = None, **kwargs) -> Dict:
-    """Export to ``fmt`` ("onnx" or "torchscript"; default from the file name: .onnx, else TorchScript)."""
+    """Export to ``fmt`` (one of FORMATS; default from the file name, see :func:`format_from_path`)."""
     if fmt is None:
-        fmt = "onnx" if os.fspath(path).endswith(".onnx") else "torchscript"
+        fmt = format_from_path(path)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    return (export_onnx if fmt == "onnx" else export_torchscript)(model, path, **kwargs)
+    if fmt in EXPORT_FORMATS and kwargs.pop("postprocess", "none") != "none":
+        raise ValueError(f"format {fmt!r} exports the logits (postprocess 'none'; the runtime post-processes them); "
+                         "in-graph post-processing is available with 'torchscript' and 'onnx-torchscript'")
+    if fmt not in ("onnx", "onnx-torchscript"):
+        kwargs.pop("opset", None)
+    return {"pt2": export_pt2, "aoti": export_aoti, "onnx": export_onnx, "onnx-torchscript": export_onnx_torchscript,
+            "torchscript": export_torchscript}[fmt](model, path, **kwargs)
 
+
+# ------------------------------------------------------------------------------------------------------------------
+# torch.export-based formats
+
+
+def _padded_example(wrapper: PaddedOneFormerExportModule, batch: int, height: int, width: int):
+    """Example inputs of the padded graph: a (batch, 3, Hp, Wp) uint8 image, its sizes, task ids if an input."""
+    image = _example_inputs(wrapper, batch, height, width)[0]
+    hp, wp = -(-height // BLOCK) * BLOCK, -(-width // BLOCK) * BLOCK
+    padded = image.new_zeros((batch, 3, hp, wp))
+    padded[:, :, :height, :width] = image
+    sizes = torch.tensor([[height, width]] * batch, dtype=torch.int64, device=image.device)
+    ids = None
+    if wrapper.task == "input":
+        ids = wrapper.model.task_token_ids("panoptic").view(1, -1).expand(batch, -1).contiguous().to(image.device)
+    return (padded, sizes) + ((ids,) if ids is not None else ())
+
+
+def export_program(model, *, task: str = "panoptic", height: Optional[int] = None, width: Optional[int] = None,
+                   dynamic: bool = False, batch: int = 1, strict: bool = False):
+    """``torch.export.export`` of :class:`PaddedOneFormerExportModule` -> ExportedProgram.
+
+    ``dynamic``: the padded height (32 * h) and width (32 * w) are symbolic; ``height``/``width`` are then only the
+    example size (default 256). The batch is ``batch`` either way (a symbolic batch would need guards that the
+    model's code does not satisfy for a batch of 1).
+    """
+    _check_args(task, "none", dynamic, height, width, batch)
+    if task != "input":
+        task_string(task)
+    height = 256 if height is None else int(height)
+    width = 256 if width is None else int(width)
+    wrapper = PaddedOneFormerExportModule(model, task=task).eval()
+    inputs = _padded_example(wrapper, batch, height, width)
+    dynamic_shapes = None
+    if dynamic:
+        from torch.export import Dim
+
+        h, w = Dim("h", min=2, max=1024), Dim("w", min=2, max=1024)
+        dynamic_shapes = [{2: BLOCK * h, 3: BLOCK * w}, None] + ([None] if task == "input" else [])
+    with _eval_mode(model), torch.no_grad():
+        return torch.export.export(wrapper, inputs, dynamic_shapes=dynamic_shapes, strict=strict)
+
+
+def _program_and_meta(model, fmt, program, *, task, height, width, dynamic, batch, input_format, resize, opset=None):
+    if program is None:
+        program = export_program(model, task=task, height=height, width=width, dynamic=dynamic, batch=batch)
+    meta = build_metadata(model, task=task, postprocess="none", fmt=fmt, dynamic=dynamic, height=height or 256,
+                          width=width or 256, batch=batch, opset=opset, input_format=input_format, resize=resize)
+    meta["batch"] = int(batch)  # fixed, also with dynamic sizes
+    if not dynamic:  # the padded size is the graph's contract
+        meta["height"], meta["width"] = -(-meta["height"] // BLOCK) * BLOCK, -(-meta["width"] // BLOCK) * BLOCK
+    return program, meta
+
+
+def export_pt2(model, path: str, *, task: str = "panoptic", height: Optional[int] = None,
+               width: Optional[int] = None, dynamic: bool = False, batch: int = 1, input_format: str = "RGB",
+               resize: Optional[Tuple[int, int]] = None, program=None) -> Dict:
+    """Write the ExportedProgram (``torch.export.save``, metadata as the extra file ``oneformer.json``); returns the
+    metadata. ``program``: an ExportedProgram of :func:`export_program` to save instead of exporting again."""
+    program, meta = _program_and_meta(model, "pt2", program, task=task, height=height, width=width, dynamic=dynamic,
+                                      batch=batch, input_format=input_format, resize=resize)
+    torch.export.save(program, path, extra_files={METADATA_KEY + ".json": json.dumps(meta)})
+    return meta
+
+
+def export_aoti(model, path: str, *, task: str = "panoptic", height: Optional[int] = None,
+                width: Optional[int] = None, dynamic: bool = False, batch: int = 1, input_format: str = "RGB",
+                resize: Optional[Tuple[int, int]] = None, program=None) -> Dict:
+    """Compile the ExportedProgram with AOTInductor into a package (``torch._inductor.aoti_compile_and_package``),
+    loaded by ``torch._inductor.aoti_load_package``; the metadata is added to the archive as ``oneformer.json``.
+    The package calls the ``oneformer::ms_deform_attn`` operator, so the loading process must have it registered
+    (``import oneformer``)."""
+    program, meta = _program_and_meta(model, "aoti", program, task=task, height=height, width=width, dynamic=dynamic,
+                                      batch=batch, input_format=input_format, resize=resize)
+    from torch._inductor import aoti_compile_and_package
+
+    aoti_compile_and_package(program, package_path=path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(METADATA_KEY + ".json", json.dumps(meta))
+    return meta
+
+
+def export_onnx(model, path: str, *, task: str = "panoptic", height: Optional[int] = None,
+                width: Optional[int] = None, dynamic: bool = False, batch: int = 1, input_format: str = "RGB",
+                resize: Optional[Tuple[int, int]] = None, program=None, opset: Optional[int] = None) -> Dict:
+    """Convert the ExportedProgram with the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``) at opset
+    18, the deformable attention as GridSample per level (:mod:`.onnx_ops`); returns the metadata."""
+    from .onnx_ops import CUSTOM_TRANSLATION_TABLE, ONNX_OPSET
+
+    if opset not in (None, ONNX_OPSET):
+        raise ValueError(f"the dynamo-based ONNX export writes opset {ONNX_OPSET}, got opset {opset} (the "
+                         "'onnx-torchscript' format takes other opsets)")
+    program, meta = _program_and_meta(model, "onnx", program, task=task, height=height, width=width,
+                                      dynamic=dynamic, batch=batch, input_format=input_format, resize=resize,
+                                      opset=ONNX_OPSET)
+    wrapper_inputs = ["image", "image_sizes"] + (["task_ids"] if task == "input" else [])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        onnx_program = torch.onnx.export(program, dynamo=True, opset_version=ONNX_OPSET, optimize=True,
+                                         input_names=wrapper_inputs, output_names=["pred_logits", "pred_masks"],
+                                         custom_translation_table=CUSTOM_TRANSLATION_TABLE, verbose=False)
+    onnx_program.save(path)
+    _write_onnx_metadata(path, meta)
+    return meta

@@ -35,6 +35,7 @@ __all__ = [
     "POSTPROCESS",
     "TASK_MODES",
     "OneFormerExportModule",
+    "PaddedOneFormerExportModule",
     "output_names",
     "semantic_postprocess",
     "panoptic_postprocess",
@@ -219,3 +220,34 @@ class OneFormerExportModule(nn.Module):
     def named_outputs(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
         """``forward`` as a dict name -> tensor (eager convenience)."""
         return dict(zip(self.names, self.forward(*args, **kwargs)))
+
+
+class PaddedOneFormerExportModule(OneFormerExportModule):
+    """The graph of the torch.export-based formats (pt2, aoti, onnx): images padded by the caller.
+
+    ``forward(image, image_sizes, task_ids=None)``: ``image`` uint8 (B, 3, Hp, Wp) with Hp, Wp multiples of 32 (the
+    backbone's stride, so that torch.export can keep them symbolic: ``Hp = 32 * h``), each image at the top left and
+    anything in the padding; ``image_sizes`` int64 (B, 2), the (H, W) of each image. The padding is set to zero after
+    normalization, as ``ImageList.from_tensors`` pads, so the outputs equal the eager model's on the unpadded images
+    (which may differ in size within a batch). Outputs: ``pred_logits`` (B, N, K + 1) and ``pred_masks``
+    (B, N, Hp / 4, Wp / 4) (post-processing "none" only; the runtime applies the eager post-processing).
+    """
+
+    def __init__(self, model: nn.Module, task: str = "panoptic"):
+        super().__init__(model, task=task, postprocess="none")
+
+    @property
+    def input_names(self) -> List[str]:
+        return ["image", "image_sizes"] + (["task_ids"] if self.task == "input" else [])
+
+    def forward(self, image: torch.Tensor, image_sizes: torch.Tensor, task_ids: Optional[torch.Tensor] = None):
+        m = self.model
+        x = (image.to(m.pixel_mean.dtype) - m.pixel_mean) / m.pixel_std
+        H, W = x.shape[-2:]
+        rows = torch.arange(H, device=x.device)[None, :] < image_sizes[:, :1]  # (B, Hp)
+        cols = torch.arange(W, device=x.device)[None, :] < image_sizes[:, 1:]  # (B, Wp)
+        x = torch.where(rows[:, None, :, None] & cols[:, None, None, :], x, torch.zeros_like(x))
+        ids = self.task_ids.expand(image.shape[0], -1) if self.task_ids is not None else task_ids
+        tasks = m.task_mlp(ids.to(m.task_mlp.layers[0].weight.dtype))
+        outputs = m.sem_seg_head(m.backbone(x), tasks)
+        return outputs["pred_logits"], outputs["pred_masks"]

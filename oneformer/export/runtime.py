@@ -2,9 +2,14 @@
 
     from oneformer.export.runtime import ExportedOneFormer
 
-    model = ExportedOneFormer("oneformer.onnx")          # onnxruntime (CPU); a TorchScript file uses torch.jit.load
-    out = model(rgb_uint8_hwc_array, task="panoptic")     # or a (3, H, W) uint8 tensor
+    model = ExportedOneFormer("oneformer.onnx")   # .onnx: onnxruntime; .pt2: ExportedProgram or AOTInductor package;
+                                                  # TorchScript: torch.jit.load (the format is in the file)
+    out = model("photo.jpg", task="panoptic")      # or an RGB array (H, W[, C]) / tensor, as the predictor takes
     panoptic_seg, segments_info = out["panoptic_seg"]; sem_seg = out["sem_seg"]; instances = out["instances"]
+
+Inputs are prepared as :class:`oneformer.predictor.OneFormerPredictor` prepares them: files read as RGB (EXIF
+orientation applied), grayscale / RGBA / 16-bit / float [0, 1] arrays converted, the config's test resize
+(INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, stored at export time) applied, and the outputs returned at the original size.
 
 The file's JSON description (written by :mod:`oneformer.export.exporter`) says what the graph takes and returns and
 carries the MODEL.TEST settings and dataset metadata, so no config is needed. Outputs computed in the graph
@@ -15,15 +20,18 @@ with the eager model's resizing rules, at the input image size.
 import json
 import os
 import warnings
+import zipfile
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch.nn import functional as F
 
 from ..modeling.inference import instance_inference, panoptic_inference, semantic_inference
 from ..oneformer_model import task_string
+from ..utils.image_io import ImageReadError, read_image, to_uint8_hwc
 from .exporter import METADATA_KEY
 
 __all__ = ["ExportedOneFormer", "read_metadata"]
@@ -34,16 +42,27 @@ def _jit_load(path, map_location, extra):
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
         return torch.jit.load(path, map_location=map_location, _extra_files=extra)
 
-ImageLike = Union[np.ndarray, torch.Tensor]
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
 def _task_name(task: str) -> str:
     return task_string(task)[len("The task is "):]
 
 
+def _zip_metadata(path: str) -> Optional[Dict]:
+    """The description stored in a zip archive (ExportedProgram / AOTInductor package / TorchScript), else None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist()
+                 if n == METADATA_KEY + ".json" or n.endswith("/extra/" + METADATA_KEY + ".json")]
+        return json.loads(archive.read(names[0])) if names else None
+
+
 def read_metadata(path: str) -> Dict:
-    """The JSON description stored in an exported file (.onnx, else TorchScript)."""
-    if os.fspath(path).endswith(".onnx"):
+    """The JSON description stored in an exported file (.onnx, else a .pt2 or TorchScript archive)."""
+    path = os.fspath(path)
+    if path.endswith(".onnx"):
         import onnx
 
         proto = onnx.load(path, load_external_data=False)
@@ -51,26 +70,31 @@ def read_metadata(path: str) -> Dict:
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no {METADATA_KEY!r} metadata: not written by tools/export_model.py")
         return json.loads(props[METADATA_KEY])
-    extra = {METADATA_KEY + ".json": ""}
-    _jit_load(path, "cpu", extra)
-    if not extra[METADATA_KEY + ".json"]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"exported model {path!r} does not exist")
+    meta = _zip_metadata(path)
+    if meta is None:
         raise ValueError(f"{path} has no {METADATA_KEY}.json: not written by tools/export_model.py")
-    return json.loads(extra[METADATA_KEY + ".json"])
+    return meta
 
 
 class ExportedOneFormer:
     """An exported OneFormer graph with the eager model's inputs and outputs.
 
     Args:
-        path: a .onnx file (run with onnxruntime) or a TorchScript file (``torch.jit.load``).
+        path: a .onnx file (run with onnxruntime), a .pt2 ExportedProgram (``torch.export.load``) or AOTInductor
+            package (``torch._inductor.aoti_load_package``), or a TorchScript file (``torch.jit.load``); the format
+            is read from the file's description.
         num_threads: intra-op threads (onnxruntime session option; ``torch.set_num_threads`` is left to the caller
-            for TorchScript). None: the runtime's default.
+            for the torch formats). None: the runtime's default.
         providers: onnxruntime execution providers (default CPU only).
-        device: device of a TorchScript module ("cpu" default).
+        device: device of a torch-format model ("cpu" default; an AOTInductor package runs where it was compiled).
+        resize: apply the config's test resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) as the predictor does, when the
+            file records it (exports of tools/export_model.py do); False feeds images at their own size.
     """
 
     def __init__(self, path: str, num_threads: Optional[int] = None, providers: Optional[List[str]] = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", resize: bool = True):
         self.path = os.fspath(path)
         self.device = torch.device(device)
         self.session = self.module = None
@@ -87,11 +111,22 @@ class ExportedOneFormer:
                 raise ValueError(f"{path} has no {METADATA_KEY!r} metadata: not written by tools/export_model.py")
             self.meta = json.loads(props[METADATA_KEY])
         else:
-            extra = {METADATA_KEY + ".json": ""}
-            self.module = _jit_load(self.path, self.device, extra)
-            if not extra[METADATA_KEY + ".json"]:
-                raise ValueError(f"{path} has no {METADATA_KEY}.json: not written by tools/export_model.py")
-            self.meta = json.loads(extra[METADATA_KEY + ".json"])
+            self.meta = read_metadata(self.path)
+            fmt = self.meta.get("format", "torchscript")
+            if fmt == "pt2":
+                from .. import ops  # noqa: F401  (registers oneformer::ms_deform_attn, which the program calls)
+
+                self.module = torch.export.load(self.path).module().to(self.device)
+            elif fmt == "aoti":
+                from torch._inductor import aoti_load_package
+
+                from .. import ops  # noqa: F401
+
+                self.module = aoti_load_package(self.path)
+            else:
+                self.module = _jit_load(self.path, self.device, {METADATA_KEY + ".json": ""})
+        size = self.meta.get("resize")
+        self.aug = T.ResizeShortestEdge([size[0], size[0]], size[1]) if resize and size else None
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -103,21 +138,39 @@ class ExportedOneFormer:
     def postprocess(self) -> str:
         return self.meta["postprocess"]
 
+    @property
+    def padded_input(self) -> bool:
+        """Whether the graph takes images padded to multiples of ``meta["block"]`` plus their sizes (the
+        torch.export-based formats), which :meth:`run` prepares."""
+        return bool(self.meta.get("padded_input", False))
+
     def task_ids(self, task: str) -> torch.Tensor:
         """(TASK_SEQ_LEN,) int64 token ids of a task, as stored at export time."""
         return torch.tensor(self.meta["task_ids"][_task_name(task)], dtype=torch.int64)
 
     def run(self, images: torch.Tensor, task_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Run the graph: ``images`` uint8 (B, 3, H, W) in the model's input format, ``task_ids`` (B, T) int64 for a
-        task-input graph. Returns the raw outputs by name (CPU tensors for onnxruntime)."""
+        task-input graph. Returns the raw outputs by name (CPU tensors for onnxruntime); ``pred_masks`` covers the
+        image padded to multiples of 32, as in the eager model."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         m = self.meta
-        if not m["dynamic"] and (tuple(images.shape[-2:]) != (m["height"], m["width"])
-                                 or images.shape[0] != m["batch"]):
+        B, _, H, W = images.shape
+        inputs = [images]
+        if self.padded_input:  # pad to the block size; the graph zeroes the padding after normalization
+            d = int(m["block"])
+            hp, wp = -(-H // d) * d, -(-W // d) * d
+            if (hp, wp) != (H, W):
+                inputs[0] = images.new_zeros((B, 3, hp, wp))
+                inputs[0][:, :, :H, :W] = images
+            inputs.append(torch.tensor([[H, W]] * B, dtype=torch.int64))
+            H, W = hp, wp
+        if not m["dynamic"] and ((H, W) != (m["height"], m["width"]) or B != m["batch"]):
             raise ValueError(f"this graph was exported for inputs of shape ({m['batch']}, 3, {m['height']}, "
                              f"{m['width']}), got {tuple(images.shape)}; export with --dynamic for other sizes")
-        inputs = [images]
+        if m["dynamic"] and m.get("batch") is not None and B != m["batch"]:
+            raise ValueError(f"this graph was exported for batches of {m['batch']} images (any size), got {B}; "
+                             "export with --batch for another batch size")
         if "task_ids" in m["inputs"]:
             if task_ids is None:
                 raise ValueError("this graph takes the task as input: pass task_ids")
@@ -127,77 +180,85 @@ class ExportedOneFormer:
             outs = [torch.from_numpy(o) for o in self.session.run(m["outputs"], feeds)]
         else:
             with torch.no_grad():
-                outs = list(self.module(*[t.to(self.device) for t in inputs]))
+                outs = [o.cpu() for o in self.module(*[t.to(self.device) for t in inputs])]
         return dict(zip(m["outputs"], outs))
 
     def __call__(self, image: ImageLike, task: Optional[str] = None) -> Dict:
         """Segment one image.
 
         Args:
-            image: RGB uint8, an (H, W, 3) array or a (3, H, W) tensor.
+            image: a file path, an RGB array (H, W) / (H, W, 1|3|4) (uint8, uint16, bool or float in [0, 1] or
+                [0, 255]) or a tensor (H, W, C) / (C, H, W), as :class:`~oneformer.predictor.OneFormerPredictor`
+                takes them.
             task: "semantic" / "instance" / "panoptic" (or "The task is ..."); default the exported task, or
                 MODEL.TEST.TASK for a task-input graph. A fixed-task graph accepts only its own task.
         Returns:
-            The eager model's per-image dict: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W) int32,
-            segments_info), "instances", as enabled by MODEL.TEST.*_ON at export time, plus whatever the graph's
-            post-processing computes.
+            The eager model's per-image dict at the image's size: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W)
+            int32, segments_info), "instances", as enabled by MODEL.TEST.*_ON at export time.
         """
-        chw = self._to_chw(image)
         name = _task_name(task) if task is not None else (
             self.task if self.task != "input" else self.meta.get("default_task", "panoptic"))
         if self.task != "input" and name != self.task:
             raise ValueError(f"this graph was exported for task {self.task!r}, not {name!r}; export with "
                              "--task input to choose the task at run time")
+        hwc = self.load_image(image)
+        height, width = hwc.shape[:2]
+        if self.aug is not None:
+            hwc = self.aug.get_transform(hwc).apply_image(hwc)
+        chw = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
         ids = self.task_ids(name)[None] if self.task == "input" else None
         outs = self.run(chw[None], ids)
-        return self.postprocess_outputs({k: v[0] for k, v in outs.items()}, tuple(chw.shape[-2:]), name)
+        return self.postprocess_outputs({k: v[0] for k, v in outs.items()}, tuple(chw.shape[-2:]), name,
+                                        output_size=(height, width))
 
-    def _to_chw(self, image: ImageLike) -> torch.Tensor:
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"an array image must be (H, W, 3) RGB, got shape {image.shape}")
-            chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        elif torch.is_tensor(image):
-            if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
-            chw = image.cpu()
-        else:
-            raise TypeError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
-        if chw.dtype != torch.uint8:
-            raise ValueError(f"image must be uint8, got {chw.dtype}")
-        if (self.meta.get("input_format") or "RGB") == "BGR":
-            chw = chw.flip(0)
-        return chw.contiguous()
+    def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
+        """An input as an (H, W, 3) uint8 array in the graph's channel order (INPUT.FORMAT)."""
+        fmt = self.meta.get("input_format") or "RGB"
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, fmt)
+        if torch.is_tensor(image):
+            image = image.detach().cpu().numpy()
+            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+                image = image.transpose(1, 2, 0)  # CHW -> HWC
+        if not isinstance(image, np.ndarray):
+            raise ImageReadError(f"{name}: expected a file path, numpy array or tensor, got {type(image).__name__}")
+        image = to_uint8_hwc(image, name)
+        return np.ascontiguousarray(image[:, :, ::-1]) if fmt == "BGR" else image
 
     # ------------------------------------------------------------------------------------------------------------
-    def postprocess_outputs(self, outs: Dict[str, torch.Tensor], image_size: Tuple[int, int], task: str) -> Dict:
-        """One image's graph outputs (batch dimension removed) -> the eager model's Detectron2-format dict."""
+    def postprocess_outputs(self, outs: Dict[str, torch.Tensor], image_size: Tuple[int, int], task: str,
+                            output_size: Optional[Tuple[int, int]] = None) -> Dict:
+        """One image's graph outputs (batch dimension removed) -> the eager model's Detectron2-format dict.
+
+        ``image_size``: the (H, W) the graph was given; ``output_size``: the size to return (the eager model's
+        "height"/"width"; default ``image_size``). In-graph post-processing outputs are used when the two agree."""
         m = self.meta
-        height, width = image_size
+        height, width = output_size or image_size
         d = max(int(m["size_divisibility"]), 1)
-        padded_size = (-(-height // d) * d, -(-width // d) * d)
+        padded_size = (-(-image_size[0] // d) * d, -(-image_size[1] // d) * d)
         before = m["sem_seg_postprocess_before_inference"]
         mask_cls, mask_pred = outs["pred_logits"], outs["pred_masks"]
+        in_graph = tuple(image_size) == (height, width)
 
-        def resize(masks):  # OneFormer.inference's resize, for an output of the input size
+        def resize(masks):  # OneFormer.inference's resize
             if masks.shape[0] == 0:
                 return masks.new_zeros((0,) + ((height, width) if before else padded_size))
             masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
             if before:
-                if tuple(image_size) == tuple(padded_size):
+                if tuple(image_size) == tuple(padded_size) == (height, width):
                     return masks
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             return masks
 
         res = {}
-        if "sem_seg" in outs:
+        if "sem_seg" in outs and in_graph:
             res["sem_seg"] = outs["sem_seg"]
         elif m["semantic_on"]:
             r = semantic_inference(mask_cls, resize(mask_pred))
             if not before:
                 r = sem_seg_postprocess(r, image_size, height, width)
             res["sem_seg"] = r
-        if "panoptic_seg" in outs:
+        if "panoptic_seg" in outs and in_graph:
             res["panoptic_seg"] = self._decode_panoptic(outs)
         elif m["panoptic_on"]:
             res["panoptic_seg"] = panoptic_inference(mask_cls, mask_pred, resize, self._thing_ids(),

@@ -120,10 +120,10 @@ def _check(runtime, model, size, task, image_kind="tensor"):
 
 # format, task mode, in-graph post-processing, dynamic shapes
 CASES = [
-    ("onnx", "semantic", "semantic", False),
-    ("onnx", "instance", "none", False),
-    ("onnx", "panoptic", "panoptic", True),
-    ("onnx", "input", "none", True),
+    ("onnx-torchscript", "semantic", "semantic", False),
+    ("onnx-torchscript", "instance", "none", False),
+    ("onnx-torchscript", "panoptic", "panoptic", True),
+    ("onnx-torchscript", "input", "none", True),
     ("torchscript", "semantic", "none", True),
     ("torchscript", "instance", "none", False),
     ("torchscript", "panoptic", "panoptic", False),
@@ -134,7 +134,7 @@ CASES = [
 @pytest.mark.parametrize("fmt,task,postprocess,dynamic", CASES,
                          ids=[f"{f}-{t}-{p}-{'dynamic' if d else 'static'}" for f, t, p, d in CASES])
 def test_export_matches_eager(model, tmp_path, fmt, task, postprocess, dynamic):
-    path = str(tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt"))
+    path = str(tmp_path / ("model.onnx" if fmt == "onnx-torchscript" else "model.pt"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         meta = export_model(model, path, fmt, task=task, postprocess=postprocess, dynamic=dynamic,
@@ -143,7 +143,7 @@ def test_export_matches_eager(model, tmp_path, fmt, task, postprocess, dynamic):
     assert not [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert read_metadata(path) == meta
     assert meta["outputs"] == list(output_names(postprocess)) and meta["task"] == task
-    if fmt == "onnx":
+    if fmt == "onnx-torchscript":
         assert meta["opset"] >= 17
     runtime = ExportedOneFormer(path, num_threads=1)
     tasks = ("semantic", "instance", "panoptic") if task == "input" else (task,)

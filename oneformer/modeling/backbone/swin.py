@@ -159,7 +159,12 @@ class WindowAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale,
         )
-        return out.transpose(1, 2).reshape(B_, N, C)
+        out = out.transpose(1, 2)
+        if torch.compiler.is_compiling():
+            # an explicit copy: the output layout of SDPA's fake (traced) and real kernels can differ, and a reshape
+            # recorded as a view of the traced layout fails on the real one (torch.export's decompositions)
+            out = out.clone(memory_format=torch.contiguous_format)
+        return out.reshape(B_, N, C)
 
     def extra_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
@@ -300,7 +305,8 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     windowed order. Returns (index, inverse), int64 on ``device``.
     """
     ws, L = window_size, H * W
-    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    # (n + ws - 1) // ws, not -(-n // ws): the ONNX exporter divides symbolic sizes as non-negative integers
+    Hp, Wp = (H + ws - 1) // ws * ws, (W + ws - 1) // ws * ws
     # position p in window order -> (row, column) of the rolled padded map, by arithmetic rather than a view of the
     # map as windows (whose size-1 cases would each get their own graph under torch.compile)
     positions = torch.arange(Hp * Wp, device=device)

@@ -385,7 +385,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         if self.precision == "fp32":
             # as the original: no autocast inside, backbone features in (at least) float32
             feats = {k: _at_least_fp32(features[k]) for k in names}
-            if torch.amp.is_autocast_available(device_type):
+            # only when autocast is on: a no-op autocast region would be a separate subgraph under torch.export
+            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
                 ctx = torch.autocast(device_type=device_type, enabled=False)
             else:
                 ctx = contextlib.nullcontext()
