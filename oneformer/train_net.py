@@ -166,9 +166,8 @@ class Trainer(DefaultTrainer):
             precision = cfg.SOLVER.AMP.PRECISION
             if precision not in AMP_PRECISIONS:
                 raise ValueError(f"SOLVER.AMP.PRECISION must be one of {AMP_PRECISIONS}, got {precision!r}")
+            # the AMP trainer then uses a loss scaler only for float16 on CUDA (engine/trainer.py: amp_grad_scaler)
             self._trainer.precision = getattr(torch, precision)
-            if precision == "bfloat16":  # bfloat16 has float32's range: no loss scaling
-                self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     def resume_or_load(self, resume=True):
         """DefaultTrainer's; when resuming, the LR schedule then runs to this config's SOLVER.MAX_ITER (logged)."""
