@@ -8,7 +8,12 @@ then calls ``train_net.cli()``.
     python train_net.py --config-file ... --num-gpus 2 MODEL.DEVICE cpu         # 2 CPU processes (gloo)
 
 Arguments are Detectron2's ``default_argument_parser`` (--config-file, --num-gpus, --num-machines, --machine-rank,
---dist-url, --resume, --eval-only) followed by ``KEY VALUE`` config overrides.
+--dist-url, --resume, --eval-only) followed by ``KEY VALUE`` config overrides. Under ``torchrun`` or SLURM ``srun``
+the processes, ranks and master address come from the environment (``env://``, ``oneformer/engine/launch.py``);
+``--dist-url auto`` picks a free port. With one process, SyncBN norms in the config become BatchNorm (logged).
+
+    torchrun --nproc_per_node 8 train_net.py --config-file ...
+    srun --nodes 2 --ntasks-per-node 8 --gpus-per-node 8 python train_net.py --config-file ...
 
 Evaluation (periodic and --eval-only) runs on the datasets of MODEL.TEST.TASK: DATASETS.TEST_PANOPTIC,
 TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when the chosen list is empty), with the
@@ -58,6 +63,7 @@ from oneformer.engine import (
     build_optimizer,
     require_wandb,
 )
+from oneformer.engine.launch import LaunchError, launch_env, launch_from_args, launch_summary, single_process_norms
 from oneformer.evaluation import build_oneformer_evaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
 from oneformer.utils.device import DeviceError, check_device
@@ -284,6 +290,7 @@ def build_config(args):
 def setup(args):
     """Config (``build_config``); logging, seeding, config backup."""
     cfg = build_config(args)
+    norms_changed = single_process_norms(cfg, comm.get_world_size())
     if cfg.WANDB.ENABLED and not args.eval_only:
         require_wandb()  # fail now with the fix, not after the model is built
         if not cfg.WANDB.NAME:
@@ -291,6 +298,11 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="oneformer")
+    if launch_summary():
+        logger.info(launch_summary())
+    if norms_changed:
+        logger.info("One process: SyncBN has nothing to synchronize, using BatchNorm instead (%s).",
+                    "; ".join(norms_changed))
     return cfg
 
 
@@ -314,9 +326,11 @@ def main(args):
 
 
 def check_devices(cfg, args):
-    """Raise DeviceError when MODEL.DEVICE names CUDA devices this machine lacks (one per --num-gpus process)."""
+    """Raise DeviceError when MODEL.DEVICE names CUDA devices this machine lacks (one per --num-gpus process, or per
+    process a torchrun / srun job starts on this machine)."""
+    env = launch_env()
     check_device(cfg.MODEL.DEVICE, "add MODEL.DEVICE cpu to the command line to train on CPU (with --num-gpus N: "
-                                   "N CPU processes)", count=args.num_gpus)
+                                   "N CPU processes)", count=env.local_world_size if env else args.num_gpus)
 
 
 def cli(argv=None):
@@ -325,14 +339,8 @@ def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
-        check_devices(build_config(args), args)
-    except (ConfigError, DeviceError) as e:
+        cfg = build_config(args)
+        check_devices(cfg, args)
+        return launch_from_args(main, args, device=cfg.MODEL.DEVICE, launcher=launch)
+    except (ConfigError, DeviceError, LaunchError) as e:
         sys.exit(f"train_net.py: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
