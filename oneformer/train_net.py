@@ -63,6 +63,7 @@ from oneformer.engine import (
     build_optimizer,
     require_wandb,
 )
+from oneformer.engine.best_checkpoint import BestCheckpointHook, StopTraining, metric_key
 from oneformer.engine.launch import LaunchError, launch_env, launch_from_args, launch_summary, single_process_norms
 from oneformer.evaluation import build_oneformer_evaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
@@ -228,9 +229,46 @@ class Trainer(DefaultTrainer):
                                                   allow_unsafe_pickle=self.cfg.MODEL.ALLOW_UNSAFE_PICKLE,
                                                   trainer=weakref.proxy(self))
         ret = super().build_hooks()
+        best = self._best_checkpoint_hook()
+        if best is not None:  # right after the EvalHook, whose results it reads
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
+            ret.insert(at, best)
         extra = load_extra_hooks(self, self.cfg.EXTRA_HOOKS)
         writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         return ret[:writer_at] + extra + ret[writer_at:]
+
+    def _best_checkpoint_hook(self):
+        """The TEST.BEST_CHECKPOINT hook (None when disabled); refuses a config that never evaluates."""
+        best = self.cfg.TEST.BEST_CHECKPOINT
+        if not best.ENABLED:
+            if best.PATIENCE:
+                raise ConfigError("TEST.BEST_CHECKPOINT.PATIENCE needs TEST.BEST_CHECKPOINT.ENABLED True")
+            return None
+        if self.cfg.TEST.EVAL_PERIOD <= 0:
+            raise ConfigError("TEST.BEST_CHECKPOINT.ENABLED needs periodic evaluation: set TEST.EVAL_PERIOD > 0")
+        task, names = eval_plan(self.cfg)
+        if not names:
+            raise ConfigError("TEST.BEST_CHECKPOINT.ENABLED needs an evaluation dataset (DATASETS.TEST_PANOPTIC, "
+                              "TEST_INSTANCE, TEST_SEMANTIC or TEST)")
+        try:
+            key = metric_key(best.METRIC, task)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        logger.info("TEST.BEST_CHECKPOINT: keeping model_best.pth by %s (%s) of the evaluation with the %s task token "
+                    "every %d iterations%s.", key, best.MODE, task, self.cfg.TEST.EVAL_PERIOD,
+                    f", stopping after {best.PATIENCE} evaluations without a gain" if best.PATIENCE else "")
+        return BestCheckpointHook(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, key, task=task, mode=best.MODE,
+                                  patience=best.PATIENCE, datasets=names)
+
+    def train(self):
+        """DefaultTrainer's; an early stop (TEST.BEST_CHECKPOINT.PATIENCE) ends it normally, with a log line, and
+        returns the last evaluation's results."""
+        try:
+            return super().train()
+        except StopTraining as stop:
+            logger.info("%s", stop)
+            self.early_stopped_at = self.iter
+            return getattr(self, "_last_eval_results", None)
 
     def build_writers(self):
         writers = default_writers(self.cfg.OUTPUT_DIR, self.max_iter)  # console, metrics.json, TensorBoard
