@@ -53,6 +53,7 @@ from oneformer import add_oneformer_config_all
 from oneformer.config import ConfigError, merge_config, resolve_config_file
 from oneformer.data.dataset_mappers import build_dataset_mapper
 from oneformer.data.dataset_mappers.dataset_mapper import normalize_task
+from oneformer.data.mixed_datasets import build_mixed_train_loader, load_sources, uses_mixed_loader
 from oneformer.engine import (
     AMP_PRECISIONS,
     NonFiniteGuardAMPTrainer,
@@ -206,6 +207,12 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------------------------------------ data
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's loader with INPUT.DATASET_MAPPER_NAME's mapper; DATASETS.TRAIN entries of different kinds,
+        or DATASETS.TRAIN_SAMPLING_WEIGHTS / TRAIN_TASK_PROBS, use the mixed loader (``data/mixed_datasets.py``)."""
+        if uses_mixed_loader(cfg) or len(cfg.DATASETS.TRAIN) > 1:
+            sources, kinds = load_sources(cfg)
+            if uses_mixed_loader(cfg) or len(set(kinds)) > 1:
+                return build_mixed_train_loader(cfg, sources, kinds)
         return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
 
     @classmethod

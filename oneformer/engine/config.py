@@ -42,6 +42,9 @@ original behaviour except where noted.
     panoptic PQ, instance AP, semantic mIoU);
   * ``MODE`` ("max"): "max" or "min";
   * ``PATIENCE`` (0): stop training after this many evaluations in a row without a gain (0: never).
+- ``DATASETS.TRAIN_SAMPLING_WEIGHTS`` (()) and ``DATASETS.TRAIN_TASK_PROBS`` (()): per-dataset sampling weights and
+  (semantic, instance, panoptic) task probabilities for DATASETS.TRAIN entries of different kinds (panoptic,
+  semantic-only, instance-only); see ``oneformer/data/mixed_datasets.py``.
 - ``EXTRA_HOOKS`` ([]): extra training hooks, each "package.module:factory" where ``factory(trainer)`` returns a
   Detectron2 ``HookBase``, a list of them or None. They run after Detectron2's default hooks and before the metric
   writers (so scalars they put into the event storage are written). Used by the tests to observe the distributed
@@ -68,6 +71,8 @@ def add_oneformer_engine_config(cfg):
         (cfg.SOLVER, "MAX_CONSECUTIVE_NONFINITE", 10),
         (cfg.MODEL, "ALLOW_UNSAFE_PICKLE", False),
         (cfg, "EXTRA_HOOKS", []),
+        (cfg.DATASETS, "TRAIN_SAMPLING_WEIGHTS", ()),
+        (cfg.DATASETS, "TRAIN_TASK_PROBS", ()),
     )
     if "BEST_CHECKPOINT" not in cfg.TEST:
         cfg.TEST.BEST_CHECKPOINT = CN()
