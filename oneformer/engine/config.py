@@ -45,6 +45,9 @@ original behaviour except where noted.
 - ``DATASETS.TRAIN_SAMPLING_WEIGHTS`` (()) and ``DATASETS.TRAIN_TASK_PROBS`` (()): per-dataset sampling weights and
   (semantic, instance, panoptic) task probabilities for DATASETS.TRAIN entries of different kinds (panoptic,
   semantic-only, instance-only); see ``oneformer/data/mixed_datasets.py``.
+- ``MODEL.BACKBONE.ACTIVATION_CHECKPOINT`` (False) and ``MODEL.SEM_SEG_HEAD.ENCODER_ACTIVATION_CHECKPOINT`` (False):
+  recompute the activations of every backbone block / pixel-decoder encoder layer in the backward pass instead of
+  storing them (less training memory, more compute); see ``oneformer/modeling/activation_checkpoint.py``.
 - ``EXTRA_HOOKS`` ([]): extra training hooks, each "package.module:factory" where ``factory(trainer)`` returns a
   Detectron2 ``HookBase``, a list of them or None. They run after Detectron2's default hooks and before the metric
   writers (so scalars they put into the event storage are written). Used by the tests to observe the distributed
@@ -71,6 +74,8 @@ def add_oneformer_engine_config(cfg):
         (cfg.SOLVER, "MAX_CONSECUTIVE_NONFINITE", 10),
         (cfg.MODEL, "ALLOW_UNSAFE_PICKLE", False),
         (cfg, "EXTRA_HOOKS", []),
+        (cfg.MODEL.BACKBONE, "ACTIVATION_CHECKPOINT", False),
+        (cfg.MODEL.SEM_SEG_HEAD, "ENCODER_ACTIVATION_CHECKPOINT", False),
         (cfg.DATASETS, "TRAIN_SAMPLING_WEIGHTS", ()),
         (cfg.DATASETS, "TRAIN_TASK_PROBS", ()),
     )
