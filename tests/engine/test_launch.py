@@ -181,3 +181,28 @@ def test_two_machines_on_localhost(datasets_root, tmp_path):
     assert "Rank of current process: 0. World size: 2" in texts[0]
     assert "Rank of current process: 1. World size: 2" in (out / "log.txt.rank1").read_text()
     _check_two_ranks(out)
+
+
+def test_slurm_two_tasks_on_localhost(datasets_root, tmp_path):
+    """What `srun --ntasks 2 python train_net.py ...` gives each task: SLURM_* variables (no RANK/WORLD_SIZE)."""
+    out = tmp_path / "slurm"
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = dict(_env(datasets_root), SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_LOCALID=str(rank),
+                   SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NODELIST="localhost", SLURM_JOB_ID="1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable] + _train_argv(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    texts = []
+    try:
+        for p in procs:
+            texts.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, text in zip(procs, texts):
+        assert p.returncode == 0, text[-4000:]
+    assert f"slurm process 0 of 2 (local 0 of 2 on machine 0 of 1): init_process_group(gloo, env://, master " \
+           f"localhost:{port})" in texts[0]
+    _check_two_ranks(out)
