@@ -206,3 +206,27 @@ def test_slurm_two_tasks_on_localhost(datasets_root, tmp_path):
     assert f"slurm process 0 of 2 (local 0 of 2 on machine 0 of 1): init_process_group(gloo, env://, master " \
            f"localhost:{port})" in texts[0]
     _check_two_ranks(out)
+
+
+def test_early_stopping_stops_every_process(datasets_root, tmp_path):
+    """Two processes (--num-gpus 2, gloo), evaluation every iteration with PQ falling (only rank 0 has results):
+    with PATIENCE 2 both processes stop after the third evaluation (iteration index 2) and exit normally."""
+    out = tmp_path / "early"
+    argv = _train_argv(out)
+    argv[argv.index("EXTRA_HOOKS") + 1] = ("['tests.engine.scripted_eval:build_hook', "
+                                           "'tests.engine.loss_probe:build_hook']")
+    argv[argv.index("SOLVER.MAX_ITER") + 1] = "6"
+    argv[argv.index("DATASETS.TEST_PANOPTIC") + 1] = "('synthetic_panoptic_val',)"
+    cmd = [sys.executable, argv[0], "--num-gpus", "2", "--dist-url", "auto"] + argv[1:] + [
+        "TEST.EVAL_PERIOD", "1", "TEST.BEST_CHECKPOINT.ENABLED", "True", "TEST.BEST_CHECKPOINT.PATIENCE", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(datasets_root), capture_output=True, text=True, timeout=240)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    assert ("Early stopping after iteration 2: panoptic_seg/PQ (task token panoptic) has not improved for 2 "
+            "evaluations (TEST.BEST_CHECKPOINT.PATIENCE 2); best 5.0000 at iteration 0") in text
+    for rank in (0, 1):
+        with open(probe_file(str(out), rank)) as f:
+            rows = [json.loads(line) for line in f]
+        assert [r["iter"] for r in rows if "iter" in r] == [0, 1]  # the stop came in iteration 2's after_step
+        assert rows[-1]["world_size"] == 2
+    assert (out / "model_best.pth").exists() and not (out / "model_final.pth").exists()
