@@ -22,6 +22,12 @@ own task token (logged), e.g. a semantic-only setup with only TEST_SEMANTIC. Wit
 evaluates multi-scale + flip semantic segmentation on DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging:
 console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
 
+Best checkpoint: TEST.BEST_CHECKPOINT.* keeps OUTPUT_DIR/model_best.pth by PQ / AP / mIoU of the periodic evaluation
+and can stop early (``oneformer/engine/best_checkpoint.py``). Mixed data: DATASETS.TRAIN may combine panoptic,
+semantic-only and instance-only datasets, with DATASETS.TRAIN_SAMPLING_WEIGHTS / TRAIN_TASK_PROBS
+(``oneformer/data/mixed_datasets.py``). Memory: MODEL.BACKBONE.ACTIVATION_CHECKPOINT,
+MODEL.SEM_SEG_HEAD.ENCODER_ACTIVATION_CHECKPOINT and the configs/*/swin/*_1gpu_24gb.yaml recipes.
+
 Reliability: an unknown config key stops the run before anything starts, naming the key, the file or override it
 came from and the closest existing keys; training steps with a NaN/Inf loss or gradient are skipped and counted
 (``skipped_nonfinite_steps``), and SOLVER.MAX_CONSECUTIVE_NONFINITE skips in a row stop training with advice;
