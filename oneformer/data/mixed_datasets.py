@@ -21,10 +21,10 @@ each must be a thing there. Differences are refused with a message naming the da
 set; otherwise Detectron2's loader as before. Each source gets its own mapper (the panoptic one of
 INPUT.DATASET_MAPPER_NAME, "oneformer_unified" unless it is "coco_unified_lsj"; "oneformer_semantic";
 "oneformer_instance"), built in the shared label space; records carry ``dataset_source`` (index into DATASETS.TRAIN),
-outputs also ``dataset_name``. Semantic and instance sources are augmented like "oneformer_unified" (INPUT.MIN_SIZE_TRAIN,
-INPUT.CROP, ...; the instance one with a plain random crop), also when the panoptic sources use COCO's LSJ. Sampling
-weights use Detectron2's ``RepeatFactorTrainingSampler``: every image of
-source d gets the repeat factor ``w_d · N / N_d`` (N images in all), so a source's expected share of an epoch is w_d.
+outputs also ``dataset_name``. Semantic and instance sources are augmented like "oneformer_unified"
+(INPUT.MIN_SIZE_TRAIN, INPUT.CROP, ...; the instance one with a plain random crop), also when the panoptic sources
+use COCO's LSJ. Sampling weights use Detectron2's ``RepeatFactorTrainingSampler``: every image of source d gets the
+repeat factor ``w_d · N / N_d`` (N images in all), so a source's expected share of an epoch is w_d.
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
