@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data.tokenizer import TASKS, Tokenize, get_default_tokenizer, task_string
+from .modeling.activation_checkpoint import apply_activation_checkpointing
 from .modeling.compile import CompiledNetwork
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
@@ -140,6 +141,7 @@ class OneFormer(nn.Module):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        apply_activation_checkpointing(backbone, sem_seg_head, cfg)  # MODEL.*ACTIVATION_CHECKPOINT, off by default
         of = cfg.MODEL.ONE_FORMER
         te = cfg.MODEL.TEXT_ENCODER
         if cfg.INPUT.TASK_SEQ_LEN <= 0:

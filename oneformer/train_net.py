@@ -8,7 +8,12 @@ then calls ``train_net.cli()``.
     python train_net.py --config-file ... --num-gpus 2 MODEL.DEVICE cpu         # 2 CPU processes (gloo)
 
 Arguments are Detectron2's ``default_argument_parser`` (--config-file, --num-gpus, --num-machines, --machine-rank,
---dist-url, --resume, --eval-only) followed by ``KEY VALUE`` config overrides.
+--dist-url, --resume, --eval-only) followed by ``KEY VALUE`` config overrides. Under ``torchrun`` or SLURM ``srun``
+the processes, ranks and master address come from the environment (``env://``, ``oneformer/engine/launch.py``);
+``--dist-url auto`` picks a free port. With one process, SyncBN norms in the config become BatchNorm (logged).
+
+    torchrun --nproc_per_node 8 train_net.py --config-file ...
+    srun --nodes 2 --ntasks-per-node 8 --gpus-per-node 8 python train_net.py --config-file ...
 
 Evaluation (periodic and --eval-only) runs on the datasets of MODEL.TEST.TASK: DATASETS.TEST_PANOPTIC,
 TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when the chosen list is empty), with the
@@ -16,6 +21,12 @@ matching task token; when both are empty, the first non-empty TEST_PANOPTIC / TE
 own task token (logged), e.g. a semantic-only setup with only TEST_SEMANTIC. With TEST.AUG.ENABLED, --eval-only also
 evaluates multi-scale + flip semantic segmentation on DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging:
 console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
+
+Best checkpoint: TEST.BEST_CHECKPOINT.* keeps OUTPUT_DIR/model_best.pth by PQ / AP / mIoU of the periodic evaluation
+and can stop early (``oneformer/engine/best_checkpoint.py``). Mixed data: DATASETS.TRAIN may combine panoptic,
+semantic-only and instance-only datasets, with DATASETS.TRAIN_SAMPLING_WEIGHTS / TRAIN_TASK_PROBS
+(``oneformer/data/mixed_datasets.py``). Memory: MODEL.BACKBONE.ACTIVATION_CHECKPOINT,
+MODEL.SEM_SEG_HEAD.ENCODER_ACTIVATION_CHECKPOINT and the configs/*/swin/*_1gpu_24gb.yaml recipes.
 
 Reliability: an unknown config key stops the run before anything starts, naming the key, the file or override it
 came from and the closest existing keys; training steps with a NaN/Inf loss or gradient are skipped and counted
@@ -48,6 +59,7 @@ from oneformer import add_oneformer_config_all
 from oneformer.config import ConfigError, merge_config, resolve_config_file
 from oneformer.data.dataset_mappers import build_dataset_mapper
 from oneformer.data.dataset_mappers.dataset_mapper import normalize_task
+from oneformer.data.mixed_datasets import build_mixed_train_loader, load_sources, uses_mixed_loader
 from oneformer.engine import (
     AMP_PRECISIONS,
     NonFiniteGuardAMPTrainer,
@@ -58,6 +70,8 @@ from oneformer.engine import (
     build_optimizer,
     require_wandb,
 )
+from oneformer.engine.best_checkpoint import BestCheckpointHook, StopTraining, metric_key
+from oneformer.engine.launch import LaunchError, launch_env, launch_from_args, launch_summary, single_process_norms
 from oneformer.evaluation import build_oneformer_evaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
 from oneformer.utils.device import DeviceError, check_device
@@ -166,9 +180,8 @@ class Trainer(DefaultTrainer):
             precision = cfg.SOLVER.AMP.PRECISION
             if precision not in AMP_PRECISIONS:
                 raise ValueError(f"SOLVER.AMP.PRECISION must be one of {AMP_PRECISIONS}, got {precision!r}")
+            # the AMP trainer then uses a loss scaler only for float16 on CUDA (engine/trainer.py: amp_grad_scaler)
             self._trainer.precision = getattr(torch, precision)
-            if precision == "bfloat16":  # bfloat16 has float32's range: no loss scaling
-                self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     def resume_or_load(self, resume=True):
         """DefaultTrainer's; when resuming, the LR schedule then runs to this config's SOLVER.MAX_ITER (logged)."""
@@ -200,6 +213,12 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------------------------------------ data
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's loader with INPUT.DATASET_MAPPER_NAME's mapper; DATASETS.TRAIN entries of different kinds,
+        or DATASETS.TRAIN_SAMPLING_WEIGHTS / TRAIN_TASK_PROBS, use the mixed loader (``data/mixed_datasets.py``)."""
+        if uses_mixed_loader(cfg) or len(cfg.DATASETS.TRAIN) > 1:
+            sources, kinds = load_sources(cfg)
+            if uses_mixed_loader(cfg) or len(set(kinds)) > 1:
+                return build_mixed_train_loader(cfg, sources, kinds)
         return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
 
     @classmethod
@@ -223,9 +242,46 @@ class Trainer(DefaultTrainer):
                                                   allow_unsafe_pickle=self.cfg.MODEL.ALLOW_UNSAFE_PICKLE,
                                                   trainer=weakref.proxy(self))
         ret = super().build_hooks()
+        best = self._best_checkpoint_hook()
+        if best is not None:  # right after the EvalHook, whose results it reads
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
+            ret.insert(at, best)
         extra = load_extra_hooks(self, self.cfg.EXTRA_HOOKS)
         writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         return ret[:writer_at] + extra + ret[writer_at:]
+
+    def _best_checkpoint_hook(self):
+        """The TEST.BEST_CHECKPOINT hook (None when disabled); refuses a config that never evaluates."""
+        best = self.cfg.TEST.BEST_CHECKPOINT
+        if not best.ENABLED:
+            if best.PATIENCE:
+                raise ConfigError("TEST.BEST_CHECKPOINT.PATIENCE needs TEST.BEST_CHECKPOINT.ENABLED True")
+            return None
+        if self.cfg.TEST.EVAL_PERIOD <= 0:
+            raise ConfigError("TEST.BEST_CHECKPOINT.ENABLED needs periodic evaluation: set TEST.EVAL_PERIOD > 0")
+        task, names = eval_plan(self.cfg)
+        if not names:
+            raise ConfigError("TEST.BEST_CHECKPOINT.ENABLED needs an evaluation dataset (DATASETS.TEST_PANOPTIC, "
+                              "TEST_INSTANCE, TEST_SEMANTIC or TEST)")
+        try:
+            key = metric_key(best.METRIC, task)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        logger.info("TEST.BEST_CHECKPOINT: keeping model_best.pth by %s (%s) of the evaluation with the %s task token "
+                    "every %d iterations%s.", key, best.MODE, task, self.cfg.TEST.EVAL_PERIOD,
+                    f", stopping after {best.PATIENCE} evaluations without a gain" if best.PATIENCE else "")
+        return BestCheckpointHook(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, key, task=task, mode=best.MODE,
+                                  patience=best.PATIENCE, datasets=names)
+
+    def train(self):
+        """DefaultTrainer's; an early stop (TEST.BEST_CHECKPOINT.PATIENCE) ends it normally, with a log line, and
+        returns the last evaluation's results."""
+        try:
+            return super().train()
+        except StopTraining as stop:
+            logger.info("%s", stop)
+            self.early_stopped_at = self.iter
+            return getattr(self, "_last_eval_results", None)
 
     def build_writers(self):
         writers = default_writers(self.cfg.OUTPUT_DIR, self.max_iter)  # console, metrics.json, TensorBoard
@@ -285,6 +341,7 @@ def build_config(args):
 def setup(args):
     """Config (``build_config``); logging, seeding, config backup."""
     cfg = build_config(args)
+    norms_changed = single_process_norms(cfg, comm.get_world_size())
     if cfg.WANDB.ENABLED and not args.eval_only:
         require_wandb()  # fail now with the fix, not after the model is built
         if not cfg.WANDB.NAME:
@@ -292,6 +349,11 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="oneformer")
+    if launch_summary():
+        logger.info(launch_summary())
+    if norms_changed:
+        logger.info("One process: SyncBN has nothing to synchronize, using BatchNorm instead (%s).",
+                    "; ".join(norms_changed))
     return cfg
 
 
@@ -315,9 +377,11 @@ def main(args):
 
 
 def check_devices(cfg, args):
-    """Raise DeviceError when MODEL.DEVICE names CUDA devices this machine lacks (one per --num-gpus process)."""
+    """Raise DeviceError when MODEL.DEVICE names CUDA devices this machine lacks (one per --num-gpus process, or per
+    process a torchrun / srun job starts on this machine)."""
+    env = launch_env()
     check_device(cfg.MODEL.DEVICE, "add MODEL.DEVICE cpu to the command line to train on CPU (with --num-gpus N: "
-                                   "N CPU processes)", count=args.num_gpus)
+                                   "N CPU processes)", count=env.local_world_size if env else args.num_gpus)
 
 
 def cli(argv=None):
@@ -326,14 +390,8 @@ def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
-        check_devices(build_config(args), args)
-    except (ConfigError, DeviceError) as e:
+        cfg = build_config(args)
+        check_devices(cfg, args)
+        return launch_from_args(main, args, device=cfg.MODEL.DEVICE, launcher=launch)
+    except (ConfigError, DeviceError, LaunchError) as e:
         sys.exit(f"train_net.py: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )

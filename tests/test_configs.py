@@ -33,9 +33,14 @@ model_zoo = _load("model_zoo", "oneformer/model_zoo.py")
 
 
 def _all_yamls():
-    """The model-zoo YAMLs (configs/synthetic/ holds the bundled demo model, not a released one)."""
+    """The model-zoo YAMLs (configs/synthetic/ holds the bundled demo model, not a released one; *_1gpu_24gb.yaml are
+    training recipes derived from them, tested at the end)."""
     return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
-                  if not p.relative_to(CONFIGS).as_posix().startswith("synthetic/"))
+                  if not p.relative_to(CONFIGS).as_posix().startswith("synthetic/") and not _is_recipe(p.name))
+
+
+def _is_recipe(name):
+    return name.endswith("_1gpu_24gb.yaml")
 
 
 def _is_base(rel):
@@ -435,3 +440,48 @@ def test_get_checkpoint_url_errors():
         model_zoo.get_checkpoint_url("coco/dinat/oneformer_dinat_large_bs16_100.yaml")
     with pytest.raises(ValueError, match="no checkpoint"):
         model_zoo.get_checkpoint_url("ade20k/oneformer_R50_bs16_160k.yaml")
+
+
+# ---------------------------------------------------------------- one-GPU recipes (issue 13)
+
+RECIPES = {  # recipe: (parent, images per iteration)
+    "ade20k/swin/oneformer_swin_large_1gpu_24gb.yaml": ("ade20k/swin/oneformer_swin_large_bs16_160k.yaml", 4),
+    "cityscapes/swin/oneformer_swin_large_1gpu_24gb.yaml": ("cityscapes/swin/oneformer_swin_large_bs16_90k.yaml", 4),
+    "coco/swin/oneformer_swin_large_1gpu_24gb.yaml": ("coco/swin/oneformer_swin_large_bs16_100ep.yaml", 2),
+    "mapillary_vistas/swin/oneformer_swin_large_1gpu_24gb.yaml": (
+        "mapillary_vistas/swin/oneformer_swin_large_bs16_300k.yaml", 2),
+}
+
+
+def test_one_recipe_per_dataset_family():
+    found = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if _is_recipe(p.name))
+    assert found == sorted(RECIPES)
+    assert {r.split("/")[0] for r in found} == set(DATASET_FOLDER)
+
+
+@pytest.mark.parametrize("rel", sorted(RECIPES))
+def test_recipe_scaling(rel):
+    """Batch 16 -> b: LR x sqrt(b/16) (AdamW), iterations, steps, warm-up and periods x 16/b (same epochs), the
+    parent's crop and model, bfloat16 AMP, activation checkpointing, model_best.pth."""
+    import math
+
+    parent_rel, batch = RECIPES[rel]
+    cfg, parent = _cfg(rel), _cfg(parent_rel)
+    k = parent.SOLVER.IMS_PER_BATCH // batch
+    assert parent.SOLVER.IMS_PER_BATCH == 16 and cfg.SOLVER.IMS_PER_BATCH == batch
+    assert cfg.SOLVER.BASE_LR == pytest.approx(parent.SOLVER.BASE_LR * math.sqrt(batch / 16), rel=1e-5)
+    assert cfg.SOLVER.MAX_ITER * batch == parent.SOLVER.MAX_ITER * 16
+    if parent.SOLVER.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
+        assert tuple(cfg.SOLVER.STEPS) == tuple(s * k for s in parent.SOLVER.STEPS)
+        assert cfg.SOLVER.WARMUP_ITERS == parent.SOLVER.WARMUP_ITERS * k
+    assert cfg.TEST.EVAL_PERIOD == parent.TEST.EVAL_PERIOD * k
+    assert cfg.SOLVER.CHECKPOINT_PERIOD == parent.SOLVER.CHECKPOINT_PERIOD * k
+    assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.PRECISION == "bfloat16"
+    assert cfg.MODEL.BACKBONE.ACTIVATION_CHECKPOINT and cfg.MODEL.SEM_SEG_HEAD.ENCODER_ACTIVATION_CHECKPOINT
+    assert cfg.TEST.BEST_CHECKPOINT.ENABLED
+    for node in ("INPUT", "MODEL.SWIN", "MODEL.ONE_FORMER", "DATASETS"):
+        a, b = cfg, parent
+        for part in node.split("."):
+            a, b = a[part], b[part]
+        assert a == b, node  # same data pipeline and model as the parent
+    assert _first_line(rel).startswith("# recipe: " + parent_rel.rsplit("/", 1)[1])

@@ -429,6 +429,28 @@ def test_amp_bfloat16_and_extra_hooks(prefix, tmp_path):
         train_net.Trainer(train_net._with(cfg, **{"SOLVER.AMP.PRECISION": "int8"}))
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_amp_on_cpu_trains_without_grad_scaler_warning(prefix, tmp_path, precision):
+    """SOLVER.AMP.ENABLED on CPU: CPU autocast, no loss scaler, and no "GradScaler is enabled, but CUDA is not
+    available" warning (Detectron2's AMPTrainer built torch.cuda.amp.GradScaler())."""
+    import warnings
+
+    cfg = train_cfg(tmp_path, prefix, max_iter=1)
+    cfg.SOLVER.AMP.ENABLED = True
+    cfg.SOLVER.AMP.PRECISION = precision
+    cfg.DATASETS.TEST_PANOPTIC = cfg.DATASETS.TEST_SEMANTIC = cfg.DATASETS.TEST_INSTANCE = ()
+    cfg.freeze()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = train_net.Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "GradScaler" in m or "torch.cuda.amp" in m], messages
+    assert not trainer._trainer.grad_scaler.is_enabled()
+    assert np.isfinite(trainer.storage.history("total_loss").latest())
+
+
 def test_wandb_needs_the_package(tmp_path):
     try:
         import wandb  # noqa: F401

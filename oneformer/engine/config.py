@@ -33,6 +33,21 @@ original behaviour except where noted.
   anything else is refused. True allows full pickle loading (ONLY for files you trust: unpickling can run arbitrary
   code). Read by train_net (training, --resume, --eval-only), ``OneFormerPredictor``, the demo
   (``--allow-unsafe-pickle``) and the tools that load checkpoints (``oneformer/utils/checkpoint.py``).
+- ``TEST.BEST_CHECKPOINT``: keep the best weights of the periodic evaluation (``best_checkpoint.py``):
+
+  * ``ENABLED`` (False): after each evaluation (TEST.EVAL_PERIOD, which must be > 0, and after the last iteration)
+    save ``OUTPUT_DIR/model_best.pth`` when ``METRIC`` improved;
+  * ``METRIC`` (""): "PQ", "AP", "mIoU" or another result of the evaluators ("PQ_th", "AP50", "fwIoU", ...), or a
+    full key such as "sem_seg/mIoU"; "" = the metric of the task token the evaluation runs with (MODEL.TEST.TASK:
+    panoptic PQ, instance AP, semantic mIoU);
+  * ``MODE`` ("max"): "max" or "min";
+  * ``PATIENCE`` (0): stop training after this many evaluations in a row without a gain (0: never).
+- ``DATASETS.TRAIN_SAMPLING_WEIGHTS`` (()) and ``DATASETS.TRAIN_TASK_PROBS`` (()): per-dataset sampling weights and
+  (semantic, instance, panoptic) task probabilities for DATASETS.TRAIN entries of different kinds (panoptic,
+  semantic-only, instance-only); see ``oneformer/data/mixed_datasets.py``.
+- ``MODEL.BACKBONE.ACTIVATION_CHECKPOINT`` (False) and ``MODEL.SEM_SEG_HEAD.ENCODER_ACTIVATION_CHECKPOINT`` (False):
+  recompute the activations of every backbone block / pixel-decoder encoder layer in the backward pass instead of
+  storing them (less training memory, more compute); see ``oneformer/modeling/activation_checkpoint.py``.
 - ``EXTRA_HOOKS`` ([]): extra training hooks, each "package.module:factory" where ``factory(trainer)`` returns a
   Detectron2 ``HookBase``, a list of them or None. They run after Detectron2's default hooks and before the metric
   writers (so scalars they put into the event storage are written). Used by the tests to observe the distributed
@@ -59,6 +74,18 @@ def add_oneformer_engine_config(cfg):
         (cfg.SOLVER, "MAX_CONSECUTIVE_NONFINITE", 10),
         (cfg.MODEL, "ALLOW_UNSAFE_PICKLE", False),
         (cfg, "EXTRA_HOOKS", []),
+        (cfg.MODEL.BACKBONE, "ACTIVATION_CHECKPOINT", False),
+        (cfg.MODEL.SEM_SEG_HEAD, "ENCODER_ACTIVATION_CHECKPOINT", False),
+        (cfg.DATASETS, "TRAIN_SAMPLING_WEIGHTS", ()),
+        (cfg.DATASETS, "TRAIN_TASK_PROBS", ()),
+    )
+    if "BEST_CHECKPOINT" not in cfg.TEST:
+        cfg.TEST.BEST_CHECKPOINT = CN()
+    defaults += (
+        (cfg.TEST.BEST_CHECKPOINT, "ENABLED", False),
+        (cfg.TEST.BEST_CHECKPOINT, "METRIC", ""),
+        (cfg.TEST.BEST_CHECKPOINT, "MODE", "max"),
+        (cfg.TEST.BEST_CHECKPOINT, "PATIENCE", 0),
     )
     for node, key, value in defaults:
         if key not in node:

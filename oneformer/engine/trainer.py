@@ -7,7 +7,11 @@ is skipped (the weights and the optimizer state stay as they were; the iteration
 and checkpoints), logged with the iteration and the offending loss terms, and counted in the scalar ``skipped_nonfinite_steps`` (running total, also for the scaler's skips,
 written every iteration, kept in checkpoints). After ``max_consecutive_nonfinite`` consecutive skips training stops
 with a FloatingPointError that says what to try. With several processes the decision is all-reduced, so every
-process skips the same steps. ``max_consecutive_nonfinite <= 0`` gives Detectron2's ``run_step`` unchanged.
+process skips the same steps. ``max_consecutive_nonfinite <= 0`` gives Detectron2's ``run_step`` unchanged (for
+AMP the same steps without the check: a non-finite loss raises in the metric writer, as in Detectron2).
+
+AMP runs on the model's device through ``torch.autocast`` and ``torch.amp.GradScaler`` (enabled only for float16 on
+CUDA), not through ``torch.cuda.amp``: training with AMP on CPU prints no GradScaler warning.
 
 ``train_net.Trainer`` builds them in place of Detectron2's classes.
 """
@@ -21,7 +25,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["NonFiniteGuardTrainer", "NonFiniteGuardAMPTrainer", "NONFINITE_ADVICE"]
+__all__ = ["NonFiniteGuardTrainer", "NonFiniteGuardAMPTrainer", "NONFINITE_ADVICE", "amp_grad_scaler"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,10 @@ class _NonFiniteGuard:
     def _forward_backward(self, data):
         """Forward (under autocast for AMP) and backward; returns (loss_dict, total loss, enabled grad scaler)."""
         amp = isinstance(self, AMPTrainer)
-        if amp:
-            assert torch.cuda.is_available(), "[AMPTrainer] CUDA is required for AMP training!"
         if self.zero_grad_before_forward:
             self.optimizer.zero_grad()
-        autocast = torch.autocast("cuda", dtype=self.precision) if amp else contextlib.nullcontext()
+        # torch.autocast for the model's device (Detectron2's AMPTrainer insists on CUDA and uses torch.cuda.amp)
+        autocast = torch.autocast(self.device_type, dtype=self.precision) if amp else contextlib.nullcontext()
         with autocast:
             loss_dict = self.model(data)
             if isinstance(loss_dict, torch.Tensor):
@@ -108,7 +111,8 @@ class _NonFiniteGuard:
             )
 
     def run_step(self):
-        if self.max_consecutive_nonfinite <= 0:
+        guard = self.max_consecutive_nonfinite > 0
+        if not guard and not isinstance(self, AMPTrainer):
             return super().run_step()
         assert self.model.training, f"[{type(self).__name__}] model was changed to eval mode!"
         start = time.perf_counter()
@@ -116,7 +120,7 @@ class _NonFiniteGuard:
         data_time = time.perf_counter() - start
 
         loss_dict, losses, scaler = self._forward_backward(data)
-        if not self._step_is_finite(losses, check_grads=scaler is None):
+        if guard and not self._step_is_finite(losses, check_grads=scaler is None):
             return self._skip(loss_dict)
         self.consecutive_nonfinite_steps = 0
         if self.async_write_metrics:
@@ -151,9 +155,42 @@ class NonFiniteGuardTrainer(_NonFiniteGuard, SimpleTrainer):
         self._init_guard(max_consecutive_nonfinite)
 
 
-class NonFiniteGuardAMPTrainer(_NonFiniteGuard, AMPTrainer):
-    """``AMPTrainer`` that skips non-finite steps; the fp16 grad scaler's own skips are counted (module docstring)."""
+def _model_device_type(model) -> str:
+    """"cuda", "cpu", ... of the model's first parameter ("cpu" for a model without parameters)."""
+    param = next(iter(model.parameters()), None)
+    return param.device.type if param is not None else "cpu"
 
-    def __init__(self, *args, max_consecutive_nonfinite: int = 10, **kwargs):
-        super().__init__(*args, **kwargs)
+
+def amp_grad_scaler(device_type: str, precision: torch.dtype, **kwargs) -> "torch.amp.GradScaler":
+    """The device-generic ``torch.amp.GradScaler`` for AMP training: enabled only for float16 on CUDA. bfloat16 has
+    float32's range (no loss scaling needed), and on CPU a scaler is not used, so it is disabled there. Built
+    disabled it checks nothing, hence no "GradScaler is enabled, but CUDA is not available" warning."""
+    return torch.amp.GradScaler(device_type, enabled=device_type == "cuda" and precision == torch.float16, **kwargs)
+
+
+class NonFiniteGuardAMPTrainer(_NonFiniteGuard, AMPTrainer):
+    """``AMPTrainer`` that skips non-finite steps; the fp16 grad scaler's own skips are counted (module docstring).
+
+    Unlike Detectron2's AMPTrainer it runs on any device: ``torch.autocast(<the model's device>)``, and, unless a
+    ``grad_scaler`` is given, ``amp_grad_scaler`` (no scaler for bfloat16 or on CPU) instead of
+    ``torch.cuda.amp.GradScaler()``. Setting ``precision`` rebuilds a scaler it built itself."""
+
+    def __init__(self, model, data_loader, optimizer, *args, grad_scaler=None, precision=torch.float16,
+                 max_consecutive_nonfinite: int = 10, **kwargs):
+        self.device_type = _model_device_type(model)
+        self._own_scaler = grad_scaler is None
+        if grad_scaler is None:
+            grad_scaler = amp_grad_scaler(self.device_type, precision)
+        super().__init__(model, data_loader, optimizer, *args, grad_scaler=grad_scaler, precision=precision,
+                         **kwargs)
         self._init_guard(max_consecutive_nonfinite)
+
+    @property
+    def precision(self) -> torch.dtype:
+        return self._precision
+
+    @precision.setter
+    def precision(self, dtype: torch.dtype) -> None:
+        self._precision = dtype
+        if getattr(self, "_own_scaler", False) and hasattr(self, "grad_scaler"):
+            self.grad_scaler = amp_grad_scaler(self.device_type, dtype)

@@ -21,7 +21,8 @@ Segment conventions: ``segments_info[i]["category_id"]`` must already be a conti
 ``metadata.stuff_classes``, which lists ALL classes); an id outside ``0..K-1`` raises ValueError naming it. Crowd
 segments are never targets. Pixels whose id is not in ``segments_info`` (and id 0) are void, as in the original;
 a segment listed with id 0 raises (0 is void in the COCO panoptic format and is the padding value). The ``sem_seg``
-output is the per-pixel class map of the non-crowd segments (ignore label elsewhere), i.e. consistent with the masks;
+output is the per-pixel class map of the non-crowd segments (ignore label elsewhere), i.e. consistent with the masks:
+for the instance task only thing segments are labelled (stuff pixels are the ignore label), as in the original;
 a ``sem_seg_file_name`` is read only when the crop needs class areas (SINGLE_CATEGORY_MAX_AREA < 1), and without it
 that map is derived from the panoptic PNG instead.
 
@@ -205,12 +206,17 @@ def derive_targets(
     return classes_np, masks_np, boxes
 
 
-def semantic_label_map(pan_seg: np.ndarray, segments_info: Sequence[Dict], ignore_label: int) -> np.ndarray:
-    """(H, W) int64 class map of the non-crowd segments; ``ignore_label`` on void, crowd and unknown ids."""
+def semantic_label_map(pan_seg: np.ndarray, segments_info: Sequence[Dict], ignore_label: int,
+                       thing_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+    """(H, W) int64 class map of the non-crowd segments; ``ignore_label`` on void, crowd and unknown ids. With
+    ``thing_ids`` only segments of those classes are labelled (stuff becomes ``ignore_label``): the original's
+    instance-task ``sem_seg``."""
     label = np.full(pan_seg.shape[:2], ignore_label, dtype=np.int64)
+    keep = None if thing_ids is None else {int(t) for t in thing_ids}
     for seg in segments_info:
-        if not seg.get("iscrowd", 0):
-            label[pan_seg == seg["id"]] = int(seg["category_id"])
+        if seg.get("iscrowd", 0) or (keep is not None and int(seg["category_id"]) not in keep):
+            continue
+        label[pan_seg == seg["id"]] = int(seg["category_id"])
     return label
 
 
@@ -519,5 +525,7 @@ class OneFormerUnifiedDatasetMapper(TrainingMapperBase):
 
         task = self._sample_task()
         classes, masks, boxes = derive_targets(pan_seg, segments_info, task, self.thing_ids)
-        sem = semantic_label_map(pan_seg, segments_info, self.ignore_label)
+        # the original labels only the targets' pixels: for the instance task, thing classes only
+        sem = semantic_label_map(pan_seg, segments_info, self.ignore_label,
+                                 self.thing_ids if task == "instance" else None)
         return self._pack(dataset_dict, image, task, classes, masks, boxes, sem)

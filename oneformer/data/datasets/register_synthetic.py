@@ -10,13 +10,17 @@ on textured background regions (3 stuff classes), in COCO panoptic format. Files
     panoptic_semseg_{train,val}/*.png        contiguous class ids 0..6, 255 = void
     instances_{train,val}.json               COCO instances json of the things (RLE masks), for mask AP
 
+The same files are also registered as a semantic-only view ``synthetic_sem_seg_{train,val}`` (images + label PNGs)
+and an instance-only view ``synthetic_instance_{train,val}`` (images + instances json), used by the mixed-data example
+``configs/synthetic/oneformer_synthetic_mixed.yaml``.
+
 Contiguous ids follow ``SYNTHETIC_CATEGORIES``: the 4 things first (0..3, as Detectron2's COCO instance evaluator
 needs), then the 3 stuff classes (4..6). The names are registered at import time from the root as it is then;
 registration reads no file, so the data may be generated afterwards.
 """
 import os
 
-from .custom import datasets_root, register_panoptic_dataset
+from .custom import datasets_root, register_instance_dataset, register_panoptic_dataset, register_semantic_dataset
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
@@ -24,6 +28,7 @@ __all__ = [
     "SYNTHETIC_SPLITS",
     "synthetic_paths",
     "register_all_synthetic",
+    "register_synthetic_views",
 ]
 
 SYNTHETIC_DIRNAME = "synthetic_shapes"
@@ -74,4 +79,25 @@ def register_all_synthetic(root=None, prefix="", dataset_dir=None):
     return names
 
 
+def register_synthetic_views(root=None, prefix="", dataset_dir=None):
+    """Register ``prefix + "synthetic_sem_seg_{split}"`` (semantic-only: the label PNGs) and
+    ``prefix + "synthetic_instance_{split}"`` (instance-only: the instances json) over the same files as
+    ``register_all_synthetic``; returns the names."""
+    if dataset_dir is None:
+        dataset_dir = os.path.join(datasets_root() if root is None else root, SYNTHETIC_DIRNAME)
+    names = []
+    for split in SYNTHETIC_SPLITS:
+        paths = synthetic_paths(dataset_dir, split)
+        register_semantic_dataset(f"{prefix}synthetic_sem_seg_{split}", image_root=paths["image_root"],
+                                  sem_seg_root=paths["sem_seg_root"], image_ext="png",
+                                  stuff_classes=[c["name"] for c in SYNTHETIC_CATEGORIES],
+                                  stuff_colors=[c["color"] for c in SYNTHETIC_CATEGORIES])
+        register_instance_dataset(f"{prefix}synthetic_instance_{split}", image_root=paths["image_root"],
+                                  json_file=paths["instance_json"],
+                                  categories=[c for c in SYNTHETIC_CATEGORIES if c["isthing"]])
+        names += [f"{prefix}synthetic_sem_seg_{split}", f"{prefix}synthetic_instance_{split}"]
+    return names
+
+
 register_all_synthetic()
+register_synthetic_views()

@@ -48,7 +48,7 @@ def test_targets_per_task(tmp_path, monkeypatch, task):
     assert out["image"].dtype == torch.uint8 and tuple(out["image"].shape) == (3, td.H, td.W)
     np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), td.image_array())
     assert out["sem_seg"].dtype == torch.int64
-    np.testing.assert_array_equal(out["sem_seg"].numpy(), td.expected_sem_seg())
+    np.testing.assert_array_equal(out["sem_seg"].numpy(), td.expected_sem_seg(task))
     assert out["orig_shape"] == (td.H, td.W)
     assert out["thing_ids"] == td.THING_IDS
     assert out["file_name"] == record["file_name"] and out["image_id"] == record["image_id"]
@@ -66,6 +66,8 @@ def test_pure_functions_match_hand_computed_targets():
             np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(boxes, np.asarray(exp["boxes"], dtype=np.float32))
     np.testing.assert_array_equal(semantic_label_map(ids, td.SEGMENTS_INFO, 255), td.expected_sem_seg())
+    np.testing.assert_array_equal(semantic_label_map(ids, td.SEGMENTS_INFO, 255, td.THING_IDS),
+                                  td.expected_sem_seg("instance"))
     np.testing.assert_array_equal(rgb2id(td.id2rgb(ids)), ids)
 
 
@@ -110,7 +112,7 @@ def test_fixed_size_padding(tmp_path, monkeypatch, task):
     sem = out["sem_seg"].numpy()
     assert sem.shape == (32, 32)
     assert (sem[td.H:, :] == td.IGNORE).all() and (sem[:, td.W:] == td.IGNORE).all()
-    np.testing.assert_array_equal(sem[: td.H, : td.W], td.expected_sem_seg())
+    np.testing.assert_array_equal(sem[: td.H, : td.W], td.expected_sem_seg(task))
     _check_targets(out, task, shape=(32, 32))  # masks are zero in the padding
     assert out["orig_shape"] == (32, 32)
 
