@@ -6,9 +6,14 @@ cfg.INPUT.FORMAT, optional "height"/"width" (output size),
 (gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
 Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
 segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON; an input may instead name
-the ones it wants in "outputs" (a subset of OUTPUTS), e.g. only what its task needs. Training: a dict of weighted
-losses.
+the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what its task needs. EXTRAS add:
+"embeddings": "query_embeddings" (N, C), the decoder's final (normalized) query embeddings, from which the class
+and mask heads predict, plus instances.pred_embeddings (M, C) / pred_query_ids (M,), and "panoptic_embeddings"
+(S, C) aligned with segments_info (each entry also gets "query_ids"; a merged stuff segment's embedding is the mean of
+its queries'); "sem_seg_probs": (K, H, W) per-pixel class probabilities (the semantic scores normalized per pixel).
+Training: a dict of weighted losses.
 """
+import contextlib
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -26,15 +31,18 @@ from torch.nn import functional as F
 from .data.tokenizer import TASKS, Tokenize, get_default_tokenizer, task_string
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
-from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference
+from .modeling.inference import (PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference,
+                                 semantic_probabilities)
 from .modeling.matcher import HungarianMatcher
 from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
 from .utils.tracing import is_tracing
 
-__all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
+__all__ = ["OneFormer", "TASKS", "OUTPUTS", "EXTRAS", "task_string"]
 
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
+# optional additions to the outputs an input asks for (see the module docstring)
+EXTRAS = ("embeddings", "sem_seg_probs")
 
 logger = logging.getLogger(__name__)
 
@@ -249,10 +257,37 @@ class OneFormer(nn.Module):
         images = self.preprocess_image(batched_inputs)
         tasks = self.encode_tasks(batched_inputs)
         features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features, tasks)
+        want_embeddings = not self.training and any("embeddings" in x.get("outputs", ()) for x in batched_inputs)
+        with self._capture_query_embeddings(want_embeddings) as captured:
+            outputs = self.sem_seg_head(features, tasks)
+        if want_embeddings:
+            outputs["query_embeddings"] = captured[-1]
         if self.training:
             return self.losses(batched_inputs, images, outputs)
         return self.inference(batched_inputs, images, outputs)
+
+    @contextlib.contextmanager
+    def _capture_query_embeddings(self, enabled: bool):
+        """Collect the transformer decoder's final query embeddings (B, N, C) while enabled.
+
+        They are the output of the decoder's ``decoder_norm`` on its last call in a forward pass (the class and mask
+        heads read exactly that), taken with a forward hook so the decoder and its traced graph stay unchanged.
+        Yields a list that receives one (B, N, C) tensor per call; the last is the final one.
+        """
+        captured: List[torch.Tensor] = []
+        if not enabled:
+            yield captured
+            return
+        norm = getattr(getattr(self.sem_seg_head, "predictor", None), "decoder_norm", None)
+        if norm is None:
+            raise RuntimeError("query embeddings need a transformer decoder (sem_seg_head.predictor) with a "
+                               "decoder_norm; this model's head has none")
+        # (N, B, C) queries; the task token's (1, B, C) normalization comes first and is superseded
+        handle = norm.register_forward_hook(lambda module, args, out: captured.append(out.transpose(0, 1)))
+        try:
+            yield captured
+        finally:
+            handle.remove()
 
     def _check_training_inputs(self, batched_inputs: List[Dict]) -> None:
         needed = ["instances"] + (["text"] if self.text_encoder is not None else [])
@@ -327,18 +362,21 @@ class OneFormer(nn.Module):
         wanted = []
         for i, x in enumerate(batched_inputs):
             if "outputs" in x:
-                unknown = set(x["outputs"]) - set(OUTPUTS)
+                unknown = set(x["outputs"]) - set(OUTPUTS) - set(EXTRAS)
                 if unknown:
                     raise ValueError(f"batched_inputs[{i}]['outputs'] has unknown entries {sorted(unknown)}; "
-                                     f"choose from {OUTPUTS}")
+                                     f"choose from {OUTPUTS + EXTRAS}")
                 wanted.append(set(x["outputs"]))
             else:
                 wanted.append(self._default_outputs())
         needs_things = any(w & {"panoptic_seg", "instances"} for w in wanted)
         thing_ids = self._thing_ids() if needs_things else None
         processed_results = []
-        for mask_cls, mask_pred, x, image_size, want in zip(mask_cls_results, mask_pred_results, batched_inputs,
-                                                             images.image_sizes, wanted):
+        embeddings = outputs.get("query_embeddings")
+        if embeddings is None:
+            embeddings = [None] * len(batched_inputs)
+        for mask_cls, mask_pred, x, image_size, want, emb in zip(mask_cls_results, mask_pred_results, batched_inputs,
+                                                                  images.image_sizes, wanted, embeddings):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
             before = self.sem_seg_postprocess_before_inference
@@ -355,16 +393,29 @@ class OneFormer(nn.Module):
                 return masks
 
             res = {}
-            if "sem_seg" in want:
+            with_emb = "embeddings" in want
+            if "sem_seg" in want or "sem_seg_probs" in want:
                 r = retry_if_cuda_oom(semantic_inference)(mask_cls, resize(mask_pred))
                 if not before:
                     r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
-                res["sem_seg"] = r
+                if "sem_seg_probs" in want:
+                    res["sem_seg_probs"] = semantic_probabilities(r)
+                if "sem_seg" in want:
+                    res["sem_seg"] = r
+            if with_emb:
+                res["query_embeddings"] = emb
             if "panoptic_seg" in want:
-                res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
+                pan = retry_if_cuda_oom(panoptic_inference)(
                     mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold,
-                    rule=self.panoptic_rule,
+                    rule=self.panoptic_rule, return_queries=with_emb,
                 )
+                if with_emb:
+                    pan, queries = pan[:2], pan[2]
+                    for info, q in zip(pan[1], queries):
+                        info["query_ids"] = q
+                    res["panoptic_embeddings"] = (torch.stack([emb[q].mean(0) for q in queries]) if queries
+                                                  else emb.new_zeros((0, emb.shape[-1])))
+                res["panoptic_seg"] = pan
             if "instances" in want:
                 task = task_string(x.get("task", self.default_task))
                 remap = None
@@ -375,8 +426,10 @@ class OneFormer(nn.Module):
                     mask_cls, mask_pred, resize, (height, width), self.test_topk_per_image,
                     thing_ids=thing_ids if self.instances_things_only else None,
                     object_mask_threshold=self.object_mask_threshold if self.is_demo else None,
-                    label_remap=remap, detection_on=self.detection_on,
+                    label_remap=remap, detection_on=self.detection_on, return_query_ids=with_emb,
                 )
+                if with_emb:
+                    inst.pred_embeddings = emb[inst.pred_query_ids]
                 res["instances"] = inst
                 if self.detection_on:
                     res["box_instances"] = inst

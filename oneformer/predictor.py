@@ -114,7 +114,7 @@ class OneFormerPredictor:
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageLike, Iterable[ImageLike]], task: str = "panoptic",
-                 all_outputs: bool = False) -> List[Dict]:
+                 all_outputs: bool = False, embeddings: bool = False, probabilities: bool = False) -> List[Dict]:
         """Run the model.
 
         Args:
@@ -122,15 +122,21 @@ class OneFormerPredictor:
             task: "panoptic", "semantic" or "instance" (the task token; only that task's output is computed unless
                 ``all_outputs``).
             all_outputs: compute sem_seg, panoptic_seg and instances with this task token.
+            embeddings: add the decoder's query embeddings (C = MODEL.ONE_FORMER.HIDDEN_DIM): "query_embeddings"
+                (N, C) for all queries, instances.pred_embeddings (M, C) and pred_query_ids (M,) row-aligned with the
+                instances, "panoptic_embeddings" (S, C) row-aligned with segments_info (whose entries get
+                "query_ids").
+            probabilities: add "sem_seg_probs" (K, H, W), per-pixel class probabilities (summing to 1 per pixel).
         Returns:
             one dict per image, Detectron2's formats: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W),
-            segments_info), "instances" (Instances with pred_masks, scores, pred_classes).
+            segments_info), "instances" (Instances with pred_masks, scores, pred_classes), plus the extras asked for.
         """
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
         single = isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [images] if single else list(images)
         outputs = ("sem_seg", "panoptic_seg", "instances") if all_outputs else (TASK_OUTPUTS[task],)
+        outputs += (("embeddings",) if embeddings else ()) + (("sem_seg_probs",) if probabilities else ())
         results = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
