@@ -43,12 +43,16 @@ class OneFormerPredictor:
             object-mask threshold when higher than the config's.
         batch_size: images per forward pass.
         input_format: channel order of array inputs ("RGB" or "BGR"); files are read as RGB.
+        sliding_window: run images by overlapping windows (MODEL.TEST.SLIDING_WINDOW; None: its ENABLED). Images are
+            then not resized to INPUT.MIN_SIZE_TEST: the windows are cut from the image at its own resolution.
     """
 
     def __init__(self, cfg: CfgNode, confidence_threshold: Optional[float] = None, batch_size: int = 1,
-                 input_format: str = "RGB"):
+                 input_format: str = "RGB", sliding_window: Optional[bool] = None):
         cfg = cfg.clone()
         cfg.defrost()
+        if sliding_window is not None:
+            cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED = bool(sliding_window)
         cfg.MODEL.IS_TRAIN = False
         cfg.MODEL.IS_DEMO = True
         if confidence_threshold is not None:
@@ -73,7 +77,10 @@ class OneFormerPredictor:
             self.checkpointer.load(cfg.MODEL.WEIGHTS)
         # the classes the model's post-processing uses (DATASETS.TRAIN[0]), so pictures and files agree with it
         self.metadata = self.model.metadata
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.sliding_window = bool(cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED)
+        # sliding windows exist to keep the full resolution: no test resize then
+        self.aug = None if self.sliding_window else T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
 
     @classmethod
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (),
@@ -107,7 +114,7 @@ class OneFormerPredictor:
 
     def _inputs(self, image: np.ndarray, task: str, outputs) -> Dict:
         height, width = image.shape[:2]
-        resized = self.aug.get_transform(image).apply_image(image)
+        resized = image if self.aug is None else self.aug.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
         return {"image": tensor, "height": height, "width": width, "task": f"The task is {task}",
                 "outputs": outputs}
