@@ -9,8 +9,8 @@ segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INST
 the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what its task needs. EXTRAS add:
 "embeddings": "query_embeddings" (N, C), the decoder's final (normalized) query embeddings, from which the class
 and mask heads predict, plus instances.pred_embeddings (M, C) / pred_query_ids (M,), and "panoptic_embeddings"
-(S, C) aligned with segments_info (each entry also gets "query_ids"; a merged stuff segment's embedding is the mean of
-its queries'); "sem_seg_probs": (K, H, W) per-pixel class probabilities (the semantic scores normalized per pixel).
+(S, C) aligned with segments_info (each entry also gets "query_ids" and "score", its best query's class probability;
+a merged stuff segment's embedding is the mean of its queries'); "sem_seg_probs": (K, H, W) per-pixel class probabilities (the semantic scores normalized per pixel).
 Training: a dict of weighted losses.
 """
 import contextlib

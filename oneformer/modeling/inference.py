@@ -79,7 +79,8 @@ def panoptic_inference(
         thing_ids: contiguous ids of thing classes.
         rule: one of ``PANOPTIC_RULES``.
         return_queries: also return, per segment, the indices (into the N queries) of the queries it is made of
-            (several for a merged stuff segment).
+            (several for a merged stuff segment), and give each segments_info entry a "score": the highest class
+            probability among them.
     Returns:
         panoptic_seg (H, W) int32 with segment ids from 1 (0 = void), and segments_info
         [{"id", "isthing", "category_id"}] in Detectron2's format; with ``return_queries`` a third item, a list
@@ -131,11 +132,13 @@ def panoptic_inference(
     panoptic_seg = torch.where(own_fg, lut[owner], 0) if original else lut[owner]
     if not return_queries:
         return panoptic_seg, segments_info
-    kept = idx.tolist()
+    kept, kept_scores = idx.tolist(), cur_scores.tolist()
     queries: List[List[int]] = [[] for _ in segments_info]
     for k, segment_id in enumerate(segment_of):
         if segment_id:
             queries[segment_id - 1].append(kept[k])
+            info = segments_info[segment_id - 1]
+            info["score"] = max(info.get("score", 0.0), kept_scores[k])
     return panoptic_seg, segments_info, queries
 
 

@@ -113,6 +113,8 @@ def test_one_window_image_gives_the_whole_image_result(model):
     assert len(whole["panoptic_seg"][1]) > 0
     assert torch.equal(slid["panoptic_seg"][0], whole["panoptic_seg"][0])
     strip = [[{k: v for k, v in s.items() if k != "query_ids"} for s in r["panoptic_seg"][1]] for r in (slid, whole)]
+    for a, b in zip(*strip):
+        assert a.pop("score") == pytest.approx(b.pop("score"), abs=1e-6)
     assert strip[0] == strip[1]
     assert torch.allclose(slid["panoptic_embeddings"], whole["panoptic_embeddings"], atol=1e-6)
     a, b = slid["instances"], whole["instances"]
