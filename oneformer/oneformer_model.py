@@ -11,6 +11,8 @@ the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what it
 and mask heads predict, plus instances.pred_embeddings (M, C) / pred_query_ids (M,), and "panoptic_embeddings"
 (S, C) aligned with segments_info (each entry also gets "query_ids" and "score", its best query's class probability;
 a merged stuff segment's embedding is the mean of its queries'); "sem_seg_probs": (K, H, W) per-pixel class probabilities (the semantic scores normalized per pixel).
+An input's "sliding_window" (bool, default MODEL.TEST.SLIDING_WINDOW.ENABLED) runs it by overlapping windows
+(``sliding_window_inference``).
 Training: a dict of weighted losses.
 """
 import contextlib
@@ -269,17 +271,18 @@ class OneFormer(nn.Module):
         images = self.preprocess_image(batched_inputs)
         tasks = self.encode_tasks(batched_inputs)
         features = self.backbone(images.tensor)
-        want_embeddings = not self.training and any("embeddings" in x.get("outputs", ()) for x in batched_inputs)
-        with self._capture_query_embeddings(want_embeddings) as captured:
-            outputs = self.sem_seg_head(features, tasks)
-        if want_embeddings:
+        if not self.training and any("embeddings" in x.get("outputs", ()) for x in batched_inputs):
+            with self._capture_query_embeddings(True) as captured:
+                outputs = self.sem_seg_head(features, tasks)
             outputs["query_embeddings"] = captured[-1]
+        else:  # the plain call: no hook, nothing for tracing or compilation to see
+            outputs = self.sem_seg_head(features, tasks)
         if self.training:
             return self.losses(batched_inputs, images, outputs)
         return self.inference(batched_inputs, images, outputs)
 
     @contextlib.contextmanager
-    def _capture_query_embeddings(self, enabled: bool):
+    def _capture_query_embeddings(self, enabled: bool = True):
         """Collect the transformer decoder's final query embeddings (B, N, C) while enabled.
 
         They are the output of the decoder's ``decoder_norm`` on its last call in a forward pass (the class and mask
@@ -484,9 +487,13 @@ class OneFormer(nn.Module):
         xi = {"image": crop, "task": x.get("task", self.default_task)}
         images = self.preprocess_image([xi])
         features = self.backbone(images.tensor)
-        with self._capture_query_embeddings(with_emb) as captured:
+        emb = None
+        if with_emb:
+            with self._capture_query_embeddings(True) as captured:
+                outputs = self.sem_seg_head(features, self.encode_tasks([xi]))
+            emb = captured[-1][0]
+        else:
             outputs = self.sem_seg_head(features, self.encode_tasks([xi]))
-        emb = captured[-1][0] if with_emb else None
         return outputs["pred_logits"][0], outputs["pred_masks"][0], images.tensor.shape[-2:], emb
 
     def sliding_window_inference(self, x: Dict, want: set, thing_ids: Optional[List[int]]) -> Dict:
