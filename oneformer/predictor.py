@@ -132,7 +132,8 @@ class OneFormerPredictor:
             embeddings: add the decoder's query embeddings (C = MODEL.ONE_FORMER.HIDDEN_DIM): "query_embeddings"
                 (N, C) for all queries, instances.pred_embeddings (M, C) and pred_query_ids (M,) row-aligned with the
                 instances, "panoptic_embeddings" (S, C) row-aligned with segments_info (whose entries get
-                "query_ids").
+                "query_ids" and "score"). With sliding windows: the merged queries' mean embeddings, no
+                "query_embeddings".
             probabilities: add "sem_seg_probs" (K, H, W), per-pixel class probabilities (summing to 1 per pixel).
         Returns:
             one dict per image, Detectron2's formats: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W),
