@@ -31,6 +31,7 @@ from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
 from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
 from oneformer.utils.device import DeviceError  # noqa: E402
+from oneformer.utils.image_io import read_image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from visualizer import draw, summarize  # noqa: E402
@@ -116,8 +117,6 @@ class SegmentationApp:
     def _read(self, image, name: str) -> np.ndarray:
         """RGB uint8 H×W×3 (the predictor's input format)."""
         if isinstance(image, (str, os.PathLike)):
-            from oneformer.utils.image_io import read_image
-
             return read_image(image, "RGB")
         return self.predictor.load_image(image, name)
 
@@ -188,7 +187,8 @@ class SegmentationApp:
                         gr.Examples([[p] for p in SAMPLES], inputs=[upload], label="Samples")
                 with gr.Column(scale=2):
                     message = gr.Markdown(elem_id="message")
-                    overlay = gr.Gallery(label="Overlay", elem_id="overlay", columns=3, height=420, object_fit="contain")
+                    overlay = gr.Gallery(label="Overlay", elem_id="overlay", columns=3, height=420,
+                                         object_fit="contain")
                     segments = gr.Dataframe(headers=TABLE_HEADERS, label="Segments", elem_id="segments",
                                             interactive=False)
                     files = gr.File(label="Prediction files", file_count="multiple", elem_id="files",

@@ -10,7 +10,8 @@ the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what it
 "embeddings": "query_embeddings" (N, C), the decoder's final (normalized) query embeddings, from which the class
 and mask heads predict, plus instances.pred_embeddings (M, C) / pred_query_ids (M,), and "panoptic_embeddings"
 (S, C) aligned with segments_info (each entry also gets "query_ids" and "score", its best query's class probability;
-a merged stuff segment's embedding is the mean of its queries'); "sem_seg_probs": (K, H, W) per-pixel class probabilities (the semantic scores normalized per pixel).
+a merged stuff segment's embedding is the mean of its queries'); "sem_seg_probs": (K, H, W) per-pixel class
+probabilities (the semantic scores normalized per pixel).
 An input's "sliding_window" (bool, default MODEL.TEST.SLIDING_WINDOW.ENABLED) runs it by overlapping windows
 (``sliding_window_inference``).
 Training: a dict of weighted losses.
@@ -511,7 +512,7 @@ class OneFormer(nn.Module):
         """
         img = x["image"]
         if not torch.is_tensor(img) or img.dim() != 3:
-            raise ValueError(f"sliding-window input 'image' must be a (C, H, W) tensor, got "
+            raise ValueError("sliding-window input 'image' must be a (C, H, W) tensor, got "
                              + (f"shape {tuple(img.shape)}" if torch.is_tensor(img) else type(img).__name__))
         H, W = img.shape[-2:]
         height, width = x.get("height", H), x.get("width", W)

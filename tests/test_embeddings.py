@@ -74,7 +74,8 @@ def test_panoptic_embeddings_align_with_segments(predictor, images):
         best = max(float(F.softmax(head(out["query_embeddings"][q]), -1).max()) for q in s["query_ids"])
         assert s["score"] == pytest.approx(best, abs=1e-5)
     plain_seg, plain_info = predictor(images[1], task="panoptic")[0]["panoptic_seg"]
-    assert torch.equal(plain_seg, seg) and [{k: v for k, v in s.items() if k not in ("query_ids", "score")} for s in info] == plain_info
+    assert torch.equal(plain_seg, seg)
+    assert [{k: v for k, v in s.items() if k not in ("query_ids", "score")} for s in info] == plain_info
 
 
 def test_semantic_probabilities(predictor, images):
