@@ -124,6 +124,8 @@ setup(
         "regex",
         "scipy",
     ],
+    # the web app (demo/app.py)
+    extras_require={"app": ["gradio>=5,<7"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},

@@ -60,6 +60,9 @@ def get_parser():
     parser.add_argument("--device", default=None,
                         help="cpu or cuda (default: MODEL.DEVICE of --opts, else cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--sliding-window", action="store_true",
+                        help="large images: run overlapping windows at the training resolution over the image at its "
+                             "own size (MODEL.TEST.SLIDING_WINDOW.SIZE/STRIDE in --opts change them)")
     parser.add_argument("--save-predictions", action="store_true", help="also write standard prediction files")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="load a checkpoint that needs full pickle loading (ONLY for files you trust: it can run "
@@ -286,7 +289,7 @@ def main(argv=None):
         predictor = OneFormerPredictor.from_config_file(
             args.config_file, weights=weights, opts=opts, device=device,
             confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
-            input_format="RGB", compile=args.compile,
+            input_format="RGB", compile=args.compile, sliding_window=True if args.sliding_window else None,
         )
     except (ConfigError, UnsafeCheckpointError, CheckpointReadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

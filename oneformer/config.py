@@ -93,6 +93,15 @@ def add_common_config(cfg):
     # transformers pipeline run with the same weights. Only the rule changes: masks still reach the output size
     # through this model's resize, which crops the padding of inputs whose size is not a multiple of 32.
     cfg.MODEL.TEST.PANOPTIC_RULE = "original"
+    # Added here: sliding-window inference (oneformer/modeling/sliding_window.py). SIZE / STRIDE: [s] or [h, w] pixels,
+    # multiples of 4; empty: the training crop and 2/3 of it. MERGE_IOU: mask IoU inside a window overlap above which
+    # two same-class queries of neighbouring windows are one object. An input's "sliding_window" (bool) overrides
+    # ENABLED.
+    cfg.MODEL.TEST.SLIDING_WINDOW = CN()
+    cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED = False
+    cfg.MODEL.TEST.SLIDING_WINDOW.SIZE = []
+    cfg.MODEL.TEST.SLIDING_WINDOW.STRIDE = []
+    cfg.MODEL.TEST.SLIDING_WINDOW.MERGE_IOU = 0.5
 
     # unused (kept so the original YAML files load)
     cfg.TEST.AUG.IS_SLIDE = False

@@ -6,9 +6,17 @@ cfg.INPUT.FORMAT, optional "height"/"width" (output size),
 (gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
 Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
 segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON; an input may instead name
-the ones it wants in "outputs" (a subset of OUTPUTS), e.g. only what its task needs. Training: a dict of weighted
-losses.
+the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what its task needs. EXTRAS add:
+"embeddings": "query_embeddings" (N, C), the decoder's final (normalized) query embeddings, from which the class
+and mask heads predict, plus instances.pred_embeddings (M, C) / pred_query_ids (M,), and "panoptic_embeddings"
+(S, C) aligned with segments_info (each entry also gets "query_ids" and "score", its best query's class probability;
+a merged stuff segment's embedding is the mean of its queries'); "sem_seg_probs": (K, H, W) per-pixel class
+probabilities (the semantic scores normalized per pixel).
+An input's "sliding_window" (bool, default MODEL.TEST.SLIDING_WINDOW.ENABLED) runs it by overlapping windows
+(``sliding_window_inference``).
+Training: a dict of weighted losses.
 """
+import contextlib
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -28,15 +36,20 @@ from .modeling.activation_checkpoint import apply_activation_checkpointing
 from .modeling.compile import CompiledNetwork
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
 from .modeling.criterion import SetCriterion, build_weight_dict
-from .modeling.inference import PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference
+from .modeling.inference import (PANOPTIC_RULES, instance_inference, panoptic_inference, semantic_inference,
+                                 semantic_probabilities)
 from .modeling.matcher import HungarianMatcher
+from .modeling.sliding_window import (MASK_STRIDE, SlidingWindow, WindowQueries, merge_window_queries,
+                                      sliding_window_from_cfg, window_boxes)
 from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
 from .utils.tracing import is_tracing
 
-__all__ = ["OneFormer", "TASKS", "OUTPUTS", "task_string"]
+__all__ = ["OneFormer", "TASKS", "OUTPUTS", "EXTRAS", "task_string"]
 
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
+# optional additions to the outputs an input asks for (see the module docstring)
+EXTRAS = ("embeddings", "sem_seg_probs")
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +103,8 @@ class OneFormer(nn.Module):
         panoptic_rule: str = "original",
         compile_backend: Optional[str] = None,
         compile_mode: Optional[str] = None,
+        sliding_window: Optional[SlidingWindow] = None,
+        sliding_window_on: bool = False,
     ):
         """compile_backend: None runs the network eagerly; else the ``torch.compile`` backend it runs with
         (MODEL.COMPILE, MODEL.COMPILE_BACKEND, MODEL.COMPILE_MODE; see oneformer/modeling/compile.py)."""
@@ -107,6 +122,10 @@ class OneFormer(nn.Module):
         if panoptic_rule not in PANOPTIC_RULES:
             raise ValueError(f"MODEL.TEST.PANOPTIC_RULE must be one of {PANOPTIC_RULES}, got {panoptic_rule!r}")
         self.panoptic_rule = panoptic_rule
+        self.sliding_window = sliding_window
+        self.sliding_window_on = sliding_window_on
+        if sliding_window_on and sliding_window is None:
+            raise ValueError("MODEL.TEST.SLIDING_WINDOW.ENABLED needs window settings (SIZE, STRIDE)")
         self.metadata = metadata
         self._warned_semantic_only = False
         if size_divisibility < 0:
@@ -208,6 +227,8 @@ class OneFormer(nn.Module):
             "panoptic_rule": test.PANOPTIC_RULE,
             "compile_backend": cfg.MODEL.COMPILE_BACKEND if cfg.MODEL.COMPILE else None,
             "compile_mode": cfg.MODEL.COMPILE_MODE,
+            "sliding_window": sliding_window_from_cfg(cfg),
+            "sliding_window_on": test.SLIDING_WINDOW.ENABLED,
         }
 
     @property
@@ -257,9 +278,17 @@ class OneFormer(nn.Module):
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             self._check_training_inputs(batched_inputs)
+        elif any(x.get("sliding_window", self.sliding_window_on) for x in batched_inputs):
+            return self._forward_sliding(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         tasks = self.encode_tasks(batched_inputs)
-        outputs = self.network(images.tensor, tasks)
+        if not self.training and any("embeddings" in x.get("outputs", ()) for x in batched_inputs):
+            # eagerly (also with MODEL.COMPILE): the hook reads the decoder's queries
+            with self._capture_query_embeddings(True) as captured:
+                outputs = self._network(images.tensor, tasks)
+            outputs["query_embeddings"] = captured[-1]
+        else:  # the plain call: no hook, nothing for tracing or compilation to see
+            outputs = self.network(images.tensor, tasks)
         if self.training:
             return self.losses(batched_inputs, images, outputs)
         return self.inference(batched_inputs, images, outputs)
@@ -274,6 +303,29 @@ class OneFormer(nn.Module):
 
     def _network(self, images: torch.Tensor, tasks: torch.Tensor) -> Dict:
         return self.sem_seg_head(self.backbone(images), tasks)
+
+    @contextlib.contextmanager
+    def _capture_query_embeddings(self, enabled: bool = True):
+        """Collect the transformer decoder's final query embeddings (B, N, C) while enabled.
+
+        They are the output of the decoder's ``decoder_norm`` on its last call in a forward pass (the class and mask
+        heads read exactly that), taken with a forward hook so the decoder and its traced graph stay unchanged.
+        Yields a list that receives one (B, N, C) tensor per call; the last is the final one.
+        """
+        captured: List[torch.Tensor] = []
+        if not enabled:
+            yield captured
+            return
+        norm = getattr(getattr(self.sem_seg_head, "predictor", None), "decoder_norm", None)
+        if norm is None:
+            raise RuntimeError("query embeddings need a transformer decoder (sem_seg_head.predictor) with a "
+                               "decoder_norm; this model's head has none")
+        # (N, B, C) queries; the task token's (1, B, C) normalization comes first and is superseded
+        handle = norm.register_forward_hook(lambda module, args, out: captured.append(out.transpose(0, 1)))
+        try:
+            yield captured
+        finally:
+            handle.remove()
 
     def _check_training_inputs(self, batched_inputs: List[Dict]) -> None:
         needed = ["instances"] + (["text"] if self.text_encoder is not None else [])
@@ -341,25 +393,39 @@ class OneFormer(nn.Module):
             wanted &= {"sem_seg"}
         return wanted
 
-    def inference(self, batched_inputs, images: ImageList, outputs) -> List[Dict]:
-        mask_cls_results = outputs["pred_logits"]
-        mask_pred_results = outputs["pred_masks"]
-        padded_size = images.tensor.shape[-2:]
+    def _wanted(self, batched_inputs: List[Dict]):
+        """Per input, the set of outputs (and extras) to compute; the thing class ids when any needs them."""
         wanted = []
         for i, x in enumerate(batched_inputs):
             if "outputs" in x:
-                unknown = set(x["outputs"]) - set(OUTPUTS)
+                unknown = set(x["outputs"]) - set(OUTPUTS) - set(EXTRAS)
                 if unknown:
                     raise ValueError(f"batched_inputs[{i}]['outputs'] has unknown entries {sorted(unknown)}; "
-                                     f"choose from {OUTPUTS}")
+                                     f"choose from {OUTPUTS + EXTRAS}")
                 wanted.append(set(x["outputs"]))
             else:
                 wanted.append(self._default_outputs())
         needs_things = any(w & {"panoptic_seg", "instances"} for w in wanted)
-        thing_ids = self._thing_ids() if needs_things else None
+        return wanted, (self._thing_ids() if needs_things else None)
+
+    def _instance_remap(self, x: Dict) -> Optional[List[int]]:
+        task = task_string(x.get("task", self.default_task))
+        if "ade20k" in (self.metadata.name or "") and not self.is_demo and "instance" in task:
+            # ADE20K instance evaluation uses the 100-class thing space
+            return list(self.metadata.thing_dataset_id_to_contiguous_id.keys())
+        return None
+
+    def inference(self, batched_inputs, images: ImageList, outputs) -> List[Dict]:
+        mask_cls_results = outputs["pred_logits"]
+        mask_pred_results = outputs["pred_masks"]
+        padded_size = images.tensor.shape[-2:]
+        wanted, thing_ids = self._wanted(batched_inputs)
         processed_results = []
-        for mask_cls, mask_pred, x, image_size, want in zip(mask_cls_results, mask_pred_results, batched_inputs,
-                                                             images.image_sizes, wanted):
+        embeddings = outputs.get("query_embeddings")
+        if embeddings is None:
+            embeddings = [None] * len(batched_inputs)
+        for mask_cls, mask_pred, x, image_size, want, emb in zip(mask_cls_results, mask_pred_results, batched_inputs,
+                                                                  images.image_sizes, wanted, embeddings):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
             before = self.sem_seg_postprocess_before_inference
@@ -376,30 +442,169 @@ class OneFormer(nn.Module):
                 return masks
 
             res = {}
-            if "sem_seg" in want:
+            with_emb = "embeddings" in want
+            if "sem_seg" in want or "sem_seg_probs" in want:
                 r = retry_if_cuda_oom(semantic_inference)(mask_cls, resize(mask_pred))
                 if not before:
                     r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
-                res["sem_seg"] = r
+                if "sem_seg_probs" in want:
+                    res["sem_seg_probs"] = semantic_probabilities(r)
+                if "sem_seg" in want:
+                    res["sem_seg"] = r
+            if with_emb:
+                res["query_embeddings"] = emb
             if "panoptic_seg" in want:
-                res["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
+                pan = retry_if_cuda_oom(panoptic_inference)(
                     mask_cls, mask_pred, resize, thing_ids, self.object_mask_threshold, self.overlap_threshold,
-                    rule=self.panoptic_rule,
+                    rule=self.panoptic_rule, return_queries=with_emb,
                 )
+                if with_emb:
+                    pan, queries = pan[:2], pan[2]
+                    for info, q in zip(pan[1], queries):
+                        info["query_ids"] = q
+                    res["panoptic_embeddings"] = (torch.stack([emb[q].mean(0) for q in queries]) if queries
+                                                  else emb.new_zeros((0, emb.shape[-1])))
+                res["panoptic_seg"] = pan
             if "instances" in want:
-                task = task_string(x.get("task", self.default_task))
-                remap = None
-                if "ade20k" in (self.metadata.name or "") and not self.is_demo and "instance" in task:
-                    # ADE20K instance evaluation uses the 100-class thing space
-                    remap = list(self.metadata.thing_dataset_id_to_contiguous_id.keys())
+                remap = self._instance_remap(x)
                 inst = retry_if_cuda_oom(instance_inference)(
                     mask_cls, mask_pred, resize, (height, width), self.test_topk_per_image,
                     thing_ids=thing_ids if self.instances_things_only else None,
                     object_mask_threshold=self.object_mask_threshold if self.is_demo else None,
-                    label_remap=remap, detection_on=self.detection_on,
+                    label_remap=remap, detection_on=self.detection_on, return_query_ids=with_emb,
                 )
+                if with_emb:
+                    inst.pred_embeddings = emb[inst.pred_query_ids]
                 res["instances"] = inst
                 if self.detection_on:
                     res["box_instances"] = inst
             processed_results.append(res)
         return processed_results
+
+    # ----------------------------------------------------------------------------------------------------------
+    # sliding-window inference (oneformer/modeling/sliding_window.py)
+
+    def _forward_sliding(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """Inputs with "sliding_window" (default MODEL.TEST.SLIDING_WINDOW.ENABLED) one at a time by windows, the
+        others as a whole-image batch; results in input order."""
+        if self.sliding_window is None:
+            raise ValueError("sliding-window inference needs MODEL.TEST.SLIDING_WINDOW settings")
+        if self.panoptic_rule != "original":
+            raise ValueError(f"sliding-window inference supports MODEL.TEST.PANOPTIC_RULE 'original' only, got "
+                             f"{self.panoptic_rule!r}")
+        wanted, thing_ids = self._wanted(batched_inputs)
+        slide = [bool(x.get("sliding_window", self.sliding_window_on)) for x in batched_inputs]
+        results: List[Optional[Dict]] = [None] * len(batched_inputs)
+        whole = [i for i, s in enumerate(slide) if not s]
+        if whole:
+            for i, r in zip(whole, self.forward([dict(batched_inputs[i], sliding_window=False) for i in whole])):
+                results[i] = r
+        for i, (x, want) in enumerate(zip(batched_inputs, wanted)):
+            if slide[i]:
+                results[i] = self.sliding_window_inference(x, want, thing_ids)
+        return results
+
+    def _run_window(self, x: Dict, crop: torch.Tensor, with_emb: bool):
+        """One window through the network: (K+1) class logits (N, K+1), mask logits (N, P/4, Q/4) on the window
+        padded to (P, Q), the padded size, and the query embeddings (N, C) or None."""
+        xi = {"image": crop, "task": x.get("task", self.default_task)}
+        images = self.preprocess_image([xi])
+        tasks = self.encode_tasks([xi])
+        emb = None
+        if with_emb:
+            with self._capture_query_embeddings(True) as captured:
+                outputs = self._network(images.tensor, tasks)
+            emb = captured[-1][0]
+        else:  # all windows have one size: with MODEL.COMPILE one graph serves them
+            outputs = self.network(images.tensor, tasks)
+        return outputs["pred_logits"][0], outputs["pred_masks"][0], images.tensor.shape[-2:], emb
+
+    def sliding_window_inference(self, x: Dict, want: set, thing_ids: Optional[List[int]]) -> Dict:
+        """One image by overlapping windows of MODEL.TEST.SLIDING_WINDOW.SIZE, each run with the input's task token.
+
+        Args:
+            x: an input dict ("image" (C, H, W) at the resolution the windows are cut from, optional "height"/"width",
+                "task").
+            want: outputs and extras to compute (OUTPUTS, EXTRAS); thing_ids: as for whole-image inference.
+        Returns:
+            the whole-image formats: "sem_seg" (K, height, width) averaged window scores; "panoptic_seg" and
+            "instances" from the windows' queries merged across windows (``merge_window_queries``) and then the
+            whole-image rules; with "embeddings", panoptic_embeddings / instances.pred_embeddings are the merged
+            queries' mean embeddings (no "query_embeddings": windows have their own queries).
+        """
+        img = x["image"]
+        if not torch.is_tensor(img) or img.dim() != 3:
+            raise ValueError("sliding-window input 'image' must be a (C, H, W) tensor, got "
+                             + (f"shape {tuple(img.shape)}" if torch.is_tensor(img) else type(img).__name__))
+        H, W = img.shape[-2:]
+        height, width = x.get("height", H), x.get("width", W)
+        with_emb = "embeddings" in want
+        semantic = bool(want & {"sem_seg", "sem_seg_probs"})
+        pools = {k: [] for k in ("panoptic_seg", "instances") if k in want}
+        sem = count = None
+        for y0, x0, h, w in window_boxes(H, W, self.sliding_window):
+            crop = img[:, y0:y0 + h, x0:x0 + w]
+            ch, cw = crop.shape[-2:]
+            mask_cls, mask_pred, padded, emb = self._run_window(x, crop, with_emb and bool(pools))
+            if semantic:
+                masks = F.interpolate(mask_pred[None], size=padded, mode="bilinear", align_corners=False)[0]
+                r = semantic_inference(mask_cls, masks[:, :ch, :cw])
+                del masks
+                if sem is None:
+                    sem = r.new_zeros((r.shape[0], H, W))
+                    count = r.new_zeros((H, W))
+                sem[:, y0:y0 + ch, x0:x0 + cw] += r
+                count[y0:y0 + ch, x0:x0 + cw] += 1
+            grid = mask_pred[:, : h // MASK_STRIDE, : w // MASK_STRIDE]
+            box = (y0 // MASK_STRIDE, x0 // MASK_STRIDE, h // MASK_STRIDE, w // MASK_STRIDE)
+            probs = F.softmax(mask_cls, dim=-1)
+            if "panoptic_seg" in pools:  # the panoptic rule's kept queries
+                scores, labels = probs.max(-1)
+                keep = (labels != probs.shape[-1] - 1) & (scores > self.object_mask_threshold)
+                pools["panoptic_seg"].append(WindowQueries(box, mask_cls[keep], grid[keep].clone(), labels[keep],
+                                                           emb[keep] if emb is not None else None))
+            if "instances" in pools:  # the queries of the instance rule's top-k (query, class) pairs
+                things = probs[:, :-1]
+                k = min(self.test_topk_per_image, things.numel())
+                keep = torch.unique(things.flatten().topk(k, sorted=False).indices // things.shape[1])
+                pools["instances"].append(WindowQueries(box, mask_cls[keep], grid[keep].clone(),
+                                                        things[keep].argmax(-1),
+                                                        emb[keep] if emb is not None else None))
+            del mask_pred, grid
+        res = {}
+        if semantic:
+            sem /= count
+            if (height, width) != (H, W):
+                sem = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            if "sem_seg_probs" in want:
+                res["sem_seg_probs"] = semantic_probabilities(sem)
+            if "sem_seg" in want:
+                res["sem_seg"] = sem
+        merge_iou = self.sliding_window.merge_iou
+        if "panoptic_seg" in pools:
+            merged = merge_window_queries(pools.pop("panoptic_seg"), merge_iou)
+            pan = panoptic_inference(merged.logits, merged.ids(), merged.resizer((H, W), (height, width)), thing_ids,
+                                     self.object_mask_threshold, self.overlap_threshold, rule=self.panoptic_rule,
+                                     return_queries=with_emb)
+            if with_emb:
+                pan, queries = pan[:2], pan[2]
+                for info, q in zip(pan[1], queries):
+                    info["query_ids"] = q
+                res["panoptic_embeddings"] = (torch.stack([merged.embeddings[q].mean(0) for q in queries])
+                                              if queries else merged.embeddings.new_zeros(
+                                                  (0, merged.embeddings.shape[-1])))
+            res["panoptic_seg"] = pan
+        if "instances" in pools:
+            merged = merge_window_queries(pools.pop("instances"), merge_iou)
+            inst = instance_inference(
+                merged.logits, merged.ids(), merged.resizer((H, W), (height, width)), (height, width),
+                self.test_topk_per_image, thing_ids=thing_ids if self.instances_things_only else None,
+                object_mask_threshold=self.object_mask_threshold if self.is_demo else None,
+                label_remap=self._instance_remap(x), detection_on=self.detection_on, return_query_ids=with_emb,
+            )
+            if with_emb:
+                inst.pred_embeddings = merged.embeddings[inst.pred_query_ids]
+            res["instances"] = inst
+            if self.detection_on:
+                res["box_instances"] = inst
+        return res

@@ -45,14 +45,18 @@ class OneFormerPredictor:
         input_format: channel order of array inputs ("RGB" or "BGR"); files are read as RGB.
         compile: run the network through ``torch.compile`` (sets MODEL.COMPILE; MODEL.COMPILE_BACKEND chooses the
             backend). The first call of a size bucket compiles (seconds to minutes), later ones reuse the graph.
+        sliding_window: run images by overlapping windows (MODEL.TEST.SLIDING_WINDOW; None: its ENABLED). Images are
+            then not resized to INPUT.MIN_SIZE_TEST: the windows are cut from the image at its own resolution.
     """
 
     def __init__(self, cfg: CfgNode, confidence_threshold: Optional[float] = None, batch_size: int = 1,
-                 input_format: str = "RGB", compile: bool = False):
+                 input_format: str = "RGB", compile: bool = False, sliding_window: Optional[bool] = None):
         cfg = cfg.clone()
         cfg.defrost()
         if compile:
             cfg.MODEL.COMPILE = True
+        if sliding_window is not None:
+            cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED = bool(sliding_window)
         cfg.MODEL.IS_TRAIN = False
         cfg.MODEL.IS_DEMO = True
         if confidence_threshold is not None:
@@ -77,7 +81,10 @@ class OneFormerPredictor:
             self.checkpointer.load(cfg.MODEL.WEIGHTS)
         # the classes the model's post-processing uses (DATASETS.TRAIN[0]), so pictures and files agree with it
         self.metadata = self.model.metadata
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.sliding_window = bool(cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED)
+        # sliding windows exist to keep the full resolution: no test resize then
+        self.aug = None if self.sliding_window else T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
 
     @classmethod
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (),
@@ -111,14 +118,14 @@ class OneFormerPredictor:
 
     def _inputs(self, image: np.ndarray, task: str, outputs) -> Dict:
         height, width = image.shape[:2]
-        resized = self.aug.get_transform(image).apply_image(image)
+        resized = image if self.aug is None else self.aug.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
         return {"image": tensor, "height": height, "width": width, "task": f"The task is {task}",
                 "outputs": outputs}
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageLike, Iterable[ImageLike]], task: str = "panoptic",
-                 all_outputs: bool = False) -> List[Dict]:
+                 all_outputs: bool = False, embeddings: bool = False, probabilities: bool = False) -> List[Dict]:
         """Run the model.
 
         Args:
@@ -126,15 +133,22 @@ class OneFormerPredictor:
             task: "panoptic", "semantic" or "instance" (the task token; only that task's output is computed unless
                 ``all_outputs``).
             all_outputs: compute sem_seg, panoptic_seg and instances with this task token.
+            embeddings: add the decoder's query embeddings (C = MODEL.ONE_FORMER.HIDDEN_DIM): "query_embeddings"
+                (N, C) for all queries, instances.pred_embeddings (M, C) and pred_query_ids (M,) row-aligned with the
+                instances, "panoptic_embeddings" (S, C) row-aligned with segments_info (whose entries get
+                "query_ids" and "score"). With sliding windows: the merged queries' mean embeddings, no
+                "query_embeddings".
+            probabilities: add "sem_seg_probs" (K, H, W), per-pixel class probabilities (summing to 1 per pixel).
         Returns:
             one dict per image, Detectron2's formats: "sem_seg" (K, H, W), "panoptic_seg" (ids (H, W),
-            segments_info), "instances" (Instances with pred_masks, scores, pred_classes).
+            segments_info), "instances" (Instances with pred_masks, scores, pred_classes), plus the extras asked for.
         """
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
         single = isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [images] if single else list(images)
         outputs = ("sem_seg", "panoptic_seg", "instances") if all_outputs else (TASK_OUTPUTS[task],)
+        outputs += (("embeddings",) if embeddings else ()) + (("sem_seg_probs",) if probabilities else ())
         results = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]

@@ -11,7 +11,8 @@ import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch.nn import functional as F
 
-__all__ = ["PANOPTIC_RULES", "semantic_inference", "panoptic_inference", "instance_inference"]
+__all__ = ["PANOPTIC_RULES", "semantic_inference", "semantic_probabilities", "panoptic_inference",
+           "instance_inference"]
 
 # "original": the released OneFormer's (= Mask2Former's) rule; "transformers": the rule of transformers'
 # OneFormerImageProcessor.post_process_panoptic_segmentation, for outputs that match a transformers pipeline
@@ -32,6 +33,19 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch
     return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
 
 
+def semantic_probabilities(sem_seg: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-pixel class probabilities from semantic scores.
+
+    Args:
+        sem_seg: (K, H, W) scores of ``semantic_inference`` (sums of class probability × mask probability; they
+            need not sum to 1, since the no-object probability and uncovered pixels are left out).
+    Returns:
+        (K, H, W) scores divided by their per-pixel sum: each pixel's values sum to 1, and their argmax is the
+        semantic segmentation's.
+    """
+    return sem_seg / sem_seg.sum(0, keepdim=True).clamp_min(eps)
+
+
 def panoptic_inference(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
@@ -40,7 +54,8 @@ def panoptic_inference(
     object_mask_threshold: float,
     overlap_threshold: float,
     rule: str = "original",
-) -> Tuple[torch.Tensor, List[Dict]]:
+    return_queries: bool = False,
+):
     """Panoptic segmentation.
 
     Both rules keep the queries whose best class is not no-object and whose probability exceeds
@@ -63,9 +78,13 @@ def panoptic_inference(
             probabilities alike).
         thing_ids: contiguous ids of thing classes.
         rule: one of ``PANOPTIC_RULES``.
+        return_queries: also return, per segment, the indices (into the N queries) of the queries it is made of
+            (several for a merged stuff segment), and give each segments_info entry a "score": the highest class
+            probability among them.
     Returns:
         panoptic_seg (H, W) int32 with segment ids from 1 (0 = void), and segments_info
-        [{"id", "isthing", "category_id"}] in Detectron2's format.
+        [{"id", "isthing", "category_id"}] in Detectron2's format; with ``return_queries`` a third item, a list
+        aligned with segments_info of lists of query indices.
     """
     if rule not in PANOPTIC_RULES:
         raise ValueError(f"panoptic rule must be one of {PANOPTIC_RULES}, got {rule!r}")
@@ -77,7 +96,8 @@ def panoptic_inference(
     n = idx.numel()
     if n == 0:
         h, w = resize(mask_pred[:0]).shape[-2:]
-        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
+        empty = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+        return (empty, [], []) if return_queries else (empty, [])
     cur_scores = scores[idx]
     cur_classes = labels[idx].tolist()
     owner, own_prob, original_area = _owners(mask_pred[idx], cur_scores, resize, original)
@@ -110,7 +130,16 @@ def panoptic_inference(
         segments_info.append({"id": segment_id, "isthing": bool(isthing), "category_id": cls})
     lut = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
     panoptic_seg = torch.where(own_fg, lut[owner], 0) if original else lut[owner]
-    return panoptic_seg, segments_info
+    if not return_queries:
+        return panoptic_seg, segments_info
+    kept, kept_scores = idx.tolist(), cur_scores.tolist()
+    queries: List[List[int]] = [[] for _ in segments_info]
+    for k, segment_id in enumerate(segment_of):
+        if segment_id:
+            queries[segment_id - 1].append(kept[k])
+            info = segments_info[segment_id - 1]
+            info["score"] = max(info.get("score", 0.0), kept_scores[k])
+    return panoptic_seg, segments_info, queries
 
 
 def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, original: bool = True,
@@ -164,6 +193,7 @@ def instance_inference(
     object_mask_threshold: Optional[float] = None,
     label_remap: Optional[Sequence[int]] = None,
     detection_on: bool = False,
+    return_query_ids: bool = False,
 ) -> Instances:
     """Instance segmentation: the top-k (query, class) pairs by class probability.
 
@@ -175,6 +205,7 @@ def instance_inference(
         object_mask_threshold: keep only scores above it (the original does in demo mode), or None.
         label_remap: optional map from contiguous class id to the output label (ADE20K's 100-class instance space).
         detection_on: boxes from the masks instead of zeros.
+        return_query_ids: also set ``pred_query_ids`` (M,) int64, each instance's query index.
     Returns:
         Instances with pred_masks (M, H, W) float {0, 1}, pred_boxes, scores (class prob × mean mask prob inside the
         mask), pred_classes. A query may appear with several classes.
@@ -209,4 +240,6 @@ def instance_inference(
     mask_scores = (masks.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
     result.scores = scores_per_image * mask_scores
     result.pred_classes = labels_per_image
+    if return_query_ids:
+        result.pred_query_ids = query_index
     return result

@@ -283,3 +283,23 @@ def test_help_says_output_is_required_for_images():
     text = " ".join(demo.get_parser().format_help().split())
     assert "with --input (required): a file for one input, else a directory" in text
     assert "with --video-input or --webcam: a .mp4 file (default: show a window)" in text
+
+
+def test_sliding_window_flag_runs_windows_at_full_resolution(setup, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (96, 160, 3), dtype=np.uint8)).save(big)
+    out = tmp_path / "slid.png"
+    seen = []
+    real = demo.OneFormerPredictor.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("sliding_window"))
+        real(self, *args, **kwargs)
+
+    demo.OneFormerPredictor.__init__ = spy
+    try:
+        assert run(setup, "--input", str(big), "--output", str(out), "--task", "panoptic", "--sliding-window",
+                   "--opts", "MODEL.TEST.SLIDING_WINDOW.SIZE", "[64]") == 0
+    finally:
+        demo.OneFormerPredictor.__init__ = real
+    assert seen == [True] and cv2.imread(str(out)).shape == (96, 160, 3)
