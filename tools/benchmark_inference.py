@@ -158,7 +158,7 @@ def _exported_runner(args, model, image, variant):
     return lambda: [runtime(image, task=args.task)]
 
 
-def worker_ours(args, weights_path, rule, cmd, queue, variant="eager"):
+def worker_ours(args, weights_path, rule, variant, cmd, queue):
     """``variant``: "eager", "compiled" (MODEL.COMPILE), "AOTInductor" or "onnxruntime" (exported files)."""
     torch.set_num_threads(args.threads)
     cfg = setup_cfg(args, rule, compile=variant == "compiled")
@@ -266,6 +266,18 @@ def stuff_ids(cfg):
     return set(range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)) - thing_ids
 
 
+def _receive(name, proc, queue):
+    """The next message of a worker, or RuntimeError if its process ends without sending one."""
+    import queue as queue_module
+
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{name}: worker exited with code {proc.exitcode} (its traceback is above)")
+
+
 def run_interleaved(workers, runs):
     """Time several models, each in its own process, taking turns.
 
@@ -284,19 +296,19 @@ def run_interleaved(workers, runs):
             proc.start()
             procs[name] = (proc, cmd, queue)
         for name, (proc, _, queue) in procs.items():
-            if queue.get() != "ready":
+            if _receive(name, proc, queue) != "ready":
                 raise RuntimeError(f"{name}: worker did not start")
         for _ in range(runs):
-            for name, (_, cmd, queue) in procs.items():
+            for name, (proc, cmd, queue) in procs.items():
                 # a pause first: the threads of the process that ran last may still be spinning in OpenMP's wait
                 # (they keep a core busy for a while after a parallel region), which would slow this run
                 time.sleep(1.0)
                 cmd.put("run")
-                queue.get()
+                _receive(name, proc, queue)
         results = {}
         for name, (proc, cmd, queue) in procs.items():
             cmd.put("done")
-            results[name] = queue.get()
+            results[name] = _receive(name, proc, queue)
             cmd.put("exit")
             results[name]["latency"] = statistics.median(results[name]["times"])
             proc.join()
@@ -388,7 +400,7 @@ def main(argv=None):
         # ours once per panoptic rule (the rule only matters for the panoptic task)
         rules = list(dict.fromkeys(args.rules)) if args.task == "panoptic" else [None]
         names = {rule: "ours" if rule is None else f"ours, {rule} rule" for rule in rules}
-        workers = {names[rule]: (worker_ours, (args, weights, rule)) for rule in rules}
+        workers = {names[rule]: (worker_ours, (args, weights, rule, "eager")) for rule in rules}
         variants = ("compiled", "AOTInductor", "onnxruntime") if args.compile else ()
         for variant in variants:
             workers[f"ours, {variant}"] = (worker_ours, (args, weights, rules[0], variant))

@@ -340,7 +340,9 @@ def export_aoti(model, path: str, *, task: str = "panoptic", height: Optional[in
 
     aoti_compile_and_package(program, package_path=path)
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(METADATA_KEY + ".json", json.dumps(meta))
+        # inside the archive's top folder, where the loader expects every entry
+        top = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{top}/extra/{METADATA_KEY}.json", json.dumps(meta))
     return meta
 
 
