@@ -22,8 +22,7 @@ from .config import add_oneformer_config_all, merge_config
 from .oneformer_model import TASKS
 from .utils.checkpoint import OneFormerCheckpointer
 from .utils.device import check_device, choose_device
-from .utils.image_io import ImageReadError, read_image
-from .utils.image_io import to_uint8_hwc as _to_uint8_hwc
+from .utils.image_io import ImageReadError, load_input_image, read_image  # noqa: F401  (read_image: re-exported)
 
 __all__ = ["OneFormerPredictor", "ImageReadError", "TASK_OUTPUTS"]
 
@@ -102,19 +101,7 @@ class OneFormerPredictor:
 
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
         """An input as an H×W×3 uint8 array in the model's INPUT.FORMAT."""
-        fmt = self.cfg.INPUT.FORMAT
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image, fmt)
-        if isinstance(image, torch.Tensor):
-            image = image.detach().cpu().numpy()
-            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
-                image = image.transpose(1, 2, 0)  # CHW -> HWC
-        if not isinstance(image, np.ndarray):
-            raise ImageReadError(f"{name}: expected a file path, numpy array or tensor, got {type(image).__name__}")
-        image = _to_uint8_hwc(image, name)
-        if self.input_format != fmt:
-            image = image[:, :, ::-1]
-        return np.ascontiguousarray(image)
+        return load_input_image(image, self.cfg.INPUT.FORMAT, self.input_format, name)
 
     def _inputs(self, image: np.ndarray, task: str, outputs) -> Dict:
         height, width = image.shape[:2]

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ..modeling.inference import instance_inference, panoptic_inference, semantic_inference
 from ..oneformer_model import task_string
-from ..utils.image_io import ImageReadError, read_image, to_uint8_hwc
+from ..utils.image_io import load_input_image
 from .exporter import METADATA_KEY
 
 __all__ = ["ExportedOneFormer", "read_metadata"]
@@ -213,17 +213,7 @@ class ExportedOneFormer:
 
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
         """An input as an (H, W, 3) uint8 array in the graph's channel order (INPUT.FORMAT)."""
-        fmt = self.meta.get("input_format") or "RGB"
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image, fmt)
-        if torch.is_tensor(image):
-            image = image.detach().cpu().numpy()
-            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
-                image = image.transpose(1, 2, 0)  # CHW -> HWC
-        if not isinstance(image, np.ndarray):
-            raise ImageReadError(f"{name}: expected a file path, numpy array or tensor, got {type(image).__name__}")
-        image = to_uint8_hwc(image, name)
-        return np.ascontiguousarray(image[:, :, ::-1]) if fmt == "BGR" else image
+        return load_input_image(image, self.meta.get("input_format") or "RGB", "RGB", name)
 
     # ------------------------------------------------------------------------------------------------------------
     def postprocess_outputs(self, outs: Dict[str, torch.Tensor], image_size: Tuple[int, int], task: str,

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 from detectron2.data import detection_utils as utils
 
-__all__ = ["ImageReadError", "read_image", "read_label_image", "to_uint8_hwc"]
+__all__ = ["ImageReadError", "read_image", "read_label_image", "to_uint8_hwc", "load_input_image"]
 
 
 class ImageReadError(ValueError):
@@ -111,3 +111,24 @@ def read_label_image(path: str, fmt: Optional[str], what: str = "Label image", r
         return array
     except Exception as e:
         raise ImageReadError(f"{what} {path}{where}: cannot read the image ({type(e).__name__}: {e})") from e
+
+
+def load_input_image(image, fmt: str = "RGB", array_format: str = "RGB", name: str = "image") -> np.ndarray:
+    """An inference input as an H×W×3 uint8 array in ``fmt`` (the model's INPUT.FORMAT).
+
+    ``image``: a file path (read as ``fmt``), an array H×W or H×W×C (see :func:`to_uint8_hwc`) or a tensor H×W×C or
+    C×H×W, arrays and tensors in ``array_format`` ("RGB" or "BGR"). Anything else raises ImageReadError naming
+    ``name``. Used by the predictor and the export runtime, so both accept the same inputs.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, fmt)
+    if hasattr(image, "detach") and hasattr(image, "numpy"):  # a torch tensor
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+            image = image.transpose(1, 2, 0)  # CHW -> HWC
+    if not isinstance(image, np.ndarray):
+        raise ImageReadError(f"{name}: expected a file path, numpy array or tensor, got {type(image).__name__}")
+    image = to_uint8_hwc(image, name)
+    if array_format != fmt:
+        image = image[:, :, ::-1]
+    return np.ascontiguousarray(image)
