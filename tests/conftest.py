@@ -1,11 +1,29 @@
-"""Fixtures shared by the dataset and evaluation tests."""
+"""Fixtures shared by the tests."""
 import itertools
+import logging
 import os
 
 import pytest
 from tests.tiny import load_script, unregister_prefix
 
 _counter = itertools.count()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_loggers():
+    """Every test module: train_net.setup() (via default_setup) attaches console/file handlers to these loggers and
+    stops their propagation; undo that when the module is done so later modules (caplog) see the usual logging."""
+    names = ("detectron2", "fvcore", "oneformer")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
+             for n in names}
+    yield
+    for n, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(n)
+        for h in logger.handlers:
+            if h not in handlers:
+                h.close()
+        logger.handlers[:] = handlers
+        logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture

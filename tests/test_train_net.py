@@ -7,7 +7,6 @@ In-process tests register the dataset under a prefix; the subprocess tests point
 the built-in names.
 """
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -82,23 +81,6 @@ def make_tiny_coco(root):
     _write_split(coco, "train", [1, 2])
     _write_split(coco, "val", [3])
     return root
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_loggers():
-    """train_net.setup() (via default_setup) attaches console/file handlers to these loggers and stops their
-    propagation; undo that when the module is done so later tests see the usual logging."""
-    names = ("detectron2", "fvcore", "oneformer")
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
-             for n in names}
-    yield
-    for n, (handlers, propagate, level) in saved.items():
-        logger = logging.getLogger(n)
-        for h in logger.handlers:
-            if h not in handlers:
-                h.close()
-        logger.handlers[:] = handlers
-        logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from oneformer import train_net
 from oneformer.data.datasets import register_all
-from tests.test_train_net import _args, _run, _write_yaml, make_tiny_coco, restore_loggers, train_cfg  # noqa: F401
+from tests.test_train_net import _args, _run, _write_yaml, make_tiny_coco, train_cfg  # noqa: F401
 from tests.tiny import REPO, unregister_prefix
 
 PREFIX = "faults_"

@@ -28,7 +28,8 @@ weights, 1 with real weights).
 (MODEL.COMPILE, inductor: what the compiler picks for this machine), the AOTInductor package and the dynamo-exported
 ONNX file run by onnxruntime (both through ``oneformer.export.ExportedOneFormer``, post-processing included). Their
 one-off cost (compilation; export and compilation) is reported separately from the steady-state latency, and their
-panoptic output is compared with eager ours.
+panoptic output is compared with eager ours. With ``--precision bf16`` only the compiled model is added (the exported
+files are float32 graphs).
 
     python tools/benchmark_inference.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml \\
         --size 512 --task panoptic --threads 2 --compile
@@ -400,7 +401,9 @@ def main(argv=None):
         rules = list(dict.fromkeys(args.rules)) if args.task == "panoptic" else [None]
         names = {rule: "ours" if rule is None else f"ours, {rule} rule" for rule in rules}
         workers = {names[rule]: (worker_ours, (args, weights, rule, "eager")) for rule in rules}
-        variants = ("compiled", "AOTInductor", "onnxruntime") if args.compile else ()
+        # the exported files are float32 graphs: under --precision bf16 only the compiled model follows autocast
+        variants = (("compiled",) if args.precision == "bf16" else ("compiled", "AOTInductor", "onnxruntime")
+                    ) if args.compile else ()
         for variant in variants:
             workers[f"ours, {variant}"] = (worker_ours, (args, weights, rules[0], variant))
         if not args.no_hf:

@@ -9,7 +9,7 @@ import torch
 from oneformer import train_net
 from oneformer.config import ConfigError
 from oneformer.engine.best_checkpoint import BestCheckpointHook, metric_key
-from tests.test_train_net import coco_root, prefix, restore_loggers, train_cfg  # noqa: F401  (fixtures)
+from tests.test_train_net import coco_root, prefix, train_cfg  # noqa: F401  (fixtures)
 
 
 def test_metric_names_per_task_token():

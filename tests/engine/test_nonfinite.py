@@ -11,7 +11,7 @@ from detectron2.utils.env import seed_all_rng
 from oneformer import train_net
 from oneformer.data.datasets import register_all
 from oneformer.engine import NonFiniteGuardTrainer
-from tests.test_train_net import make_tiny_coco, restore_loggers, train_cfg  # noqa: F401  (fixture)
+from tests.test_train_net import make_tiny_coco, train_cfg  # noqa: F401  (fixture)
 from tests.tiny import unregister_prefix
 
 PREFIX = "nonfinite_"
