@@ -131,7 +131,10 @@ def main(argv=None) -> dict:
                   resize=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST), opset=args.opset)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     start = time.perf_counter()
-    meta = export_model(model, args.output, fmt, **kwargs)
+    try:
+        meta = export_model(model, args.output, fmt, **kwargs)
+    except ValueError as e:  # an option the format does not take (e.g. --postprocess with pt2)
+        raise SystemExit(f"error: {e}")
     size_mb = os.path.getsize(args.output) / 2**20
     logger.info("wrote %s (%s, %.1f MB) in %.1f s: inputs %s, outputs %s", args.output, fmt, size_mb,
                 time.perf_counter() - start, meta["inputs"], meta["outputs"])

@@ -320,7 +320,8 @@ def export_pt2(model, path: str, *, task: str = "panoptic", height: Optional[int
                width: Optional[int] = None, dynamic: bool = False, batch: int = 1, input_format: str = "RGB",
                resize: Optional[Tuple[int, int]] = None, program=None) -> Dict:
     """Write the ExportedProgram (``torch.export.save``, metadata as the extra file ``oneformer.json``); returns the
-    metadata. ``program``: an ExportedProgram of :func:`export_program` to save instead of exporting again."""
+    metadata. ``program``: an ExportedProgram of :func:`export_program` (made with the same task, sizes, dynamic and
+    batch arguments, which the metadata describes) to save instead of exporting again."""
     program, meta = _program_and_meta(model, "pt2", program, task=task, height=height, width=width, dynamic=dynamic,
                                       batch=batch, input_format=input_format, resize=resize)
     torch.export.save(program, path, extra_files={METADATA_KEY + ".json": json.dumps(meta)})

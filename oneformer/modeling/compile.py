@@ -1,4 +1,4 @@
-"""``CompiledNetwork``: OneFormer's network (backbone → pixel decoder → transformer decoder) under ``torch.compile``.
+"""``CompiledNetwork``: the network (backbone → pixel decoder → transformer decoder) under ``torch.compile``.
 
 Used by :class:`oneformer.OneFormer` when MODEL.COMPILE is set (``OneFormerPredictor(..., compile=True)``,
 ``demo.py --compile``). Pre- and post-processing stay eager: they are Python over variable numbers of segments.

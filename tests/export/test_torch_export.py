@@ -105,3 +105,31 @@ def test_padded_graph_equals_the_model_in_eager_mode(model):
     cls, ref_masks, _ = _eager(model, (72, 90), "panoptic")  # and the second one alone
     torch.testing.assert_close(logits[1:], cls, rtol=0, atol=TOL)
     torch.testing.assert_close(masks[1:], ref_masks, rtol=0, atol=TOL)
+
+
+def test_cli_pt2_with_verify_and_errors(model, tmp_path, capsys):
+    """tools/export_model.py --format pt2 (static 64x64): the config's test resize is recorded, --verify compares the
+    file's logits with the eager model's; options a format does not take stop with one line."""
+    import importlib.util
+    import os
+
+    from tests.export.test_export import _cfg
+    from tests.tiny import REPO
+
+    spec = importlib.util.spec_from_file_location("export_model", os.path.join(REPO, "tools", "export_model.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    cfg_path, weights = tmp_path / "tiny.yaml", tmp_path / "model.pth"
+    cfg_path.write_text(_cfg().dump())
+    torch.save({"model": model.state_dict()}, weights)
+    common = ["--config-file", str(cfg_path), "--height", "64", "--width", "64"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        meta = cli.main(common + ["--output", str(tmp_path / "m.pt2"), "--verify", "MODEL.WEIGHTS", str(weights)])
+    assert meta["format"] == "pt2" and meta["resize"] == [_cfg().INPUT.MIN_SIZE_TEST, _cfg().INPUT.MAX_SIZE_TEST]
+    assert float(capsys.readouterr().out.strip().split()[-1]) <= TOL
+    with pytest.raises(SystemExit, match="in-graph post-processing is available with 'torchscript'"):
+        cli.main(common + ["--output", str(tmp_path / "n.pt2"), "--postprocess", "semantic",
+                           "MODEL.WEIGHTS", str(weights)])
+    with pytest.raises(SystemExit, match="cannot tell the export format from"):
+        cli.main(common + ["--output", str(tmp_path / "n.bin"), "MODEL.WEIGHTS", str(weights)])
