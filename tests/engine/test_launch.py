@@ -161,6 +161,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_all(procs, timeout=240):
+    """Each process's output, once all have ended (any still running after ``timeout`` is killed); asserts that
+    every one exited with 0."""
+    texts = []
+    try:
+        for p in procs:
+            texts.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, text in zip(procs, texts):
+        assert p.returncode == 0, text[-4000:]
+    return texts
+
+
 def test_two_machines_on_localhost(datasets_root, tmp_path):
     out = tmp_path / "two_machines"
     url = f"tcp://127.0.0.1:{_free_port()}"
@@ -168,16 +184,7 @@ def test_two_machines_on_localhost(datasets_root, tmp_path):
                                                                         str(rank), "--dist-url", url]
                               + _train_argv(out)[1:], cwd=REPO, env=_env(datasets_root), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    texts = []
-    try:
-        for p in procs:
-            texts.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, text in zip(procs, texts):
-        assert p.returncode == 0, text[-4000:]
+    texts = _wait_all(procs)
     assert "Rank of current process: 0. World size: 2" in texts[0]
     assert "Rank of current process: 1. World size: 2" in (out / "log.txt.rank1").read_text()
     _check_two_ranks(out)
@@ -193,16 +200,7 @@ def test_slurm_two_tasks_on_localhost(datasets_root, tmp_path):
                    SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NODELIST="localhost", SLURM_JOB_ID="1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable] + _train_argv(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
-    texts = []
-    try:
-        for p in procs:
-            texts.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, text in zip(procs, texts):
-        assert p.returncode == 0, text[-4000:]
+    texts = _wait_all(procs)
     assert f"slurm process 0 of 2 (local 0 of 2 on machine 0 of 1): init_process_group(gloo, env://, master " \
            f"localhost:{port})" in texts[0]
     _check_two_ranks(out)
