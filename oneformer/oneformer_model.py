@@ -103,11 +103,13 @@ class OneFormer(nn.Module):
         panoptic_rule: str = "original",
         compile_backend: Optional[str] = None,
         compile_mode: Optional[str] = None,
+        compile_freeze: bool = False,
         sliding_window: Optional[SlidingWindow] = None,
         sliding_window_on: bool = False,
     ):
         """compile_backend: None runs the network eagerly; else the ``torch.compile`` backend it runs with
-        (MODEL.COMPILE, MODEL.COMPILE_BACKEND, MODEL.COMPILE_MODE; see oneformer/modeling/compile.py)."""
+        (MODEL.COMPILE, MODEL.COMPILE_BACKEND, MODEL.COMPILE_MODE, MODEL.COMPILE_FREEZE; see
+        oneformer/modeling/compile.py)."""
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -154,7 +156,8 @@ class OneFormer(nn.Module):
         if cpu_linear_backend == "onednn":
             use_onednn_linear(self)
         # a plain attribute, not a submodule: the state_dict keeps the original's keys
-        self.compiled = CompiledNetwork(self._network, compile_backend, compile_mode) if compile_backend else None
+        self.compiled = CompiledNetwork(self._network, compile_backend, compile_mode, freeze=compile_freeze,
+                                        module=self) if compile_backend else None
 
     @classmethod
     def from_config(cls, cfg):
@@ -227,6 +230,7 @@ class OneFormer(nn.Module):
             "panoptic_rule": test.PANOPTIC_RULE,
             "compile_backend": cfg.MODEL.COMPILE_BACKEND if cfg.MODEL.COMPILE else None,
             "compile_mode": cfg.MODEL.COMPILE_MODE,
+            "compile_freeze": cfg.MODEL.COMPILE_FREEZE,
             "sliding_window": sliding_window_from_cfg(cfg),
             "sliding_window_on": test.SLIDING_WINDOW.ENABLED,
         }

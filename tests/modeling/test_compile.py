@@ -24,9 +24,10 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _model(backend, is_train=False, compile=True):
+def _model(backend, is_train=False, compile=True, freeze=False):
     cfg = tiny_cfg(is_train=is_train)
     cfg.MODEL.COMPILE = compile
+    cfg.MODEL.COMPILE_FREEZE = freeze
     cfg.MODEL.COMPILE_BACKEND = backend
     cfg.MODEL.ONE_FORMER.DROPOUT = 0.0  # the compiled and the eager graph draw dropout masks differently
     torch.manual_seed(0)
@@ -69,19 +70,33 @@ def test_small_and_odd_sizes_compile_and_match():
 
 
 def test_inductor_matches_eager_end_to_end():
-    """The default backend (inductor) on CPU, through the whole model call: same panoptic segmentation."""
-    model = _model("inductor").eval()
+    """The default backend (inductor) on CPU with frozen weights (MODEL.COMPILE_FREEZE, as the predictor runs it),
+    through the whole model call: same panoptic segmentation, one graph for two sizes."""
+    model = _model("inductor", freeze=True).eval()
     eager = _model("inductor", compile=False).eval()
-    eager.load_state_dict(model.state_dict())
-    batched = [{"image": torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(3),
-                                       dtype=torch.uint8), "task": "panoptic", "outputs": ["panoptic_seg"]}]
-    with torch.no_grad():
-        images, tasks = eager.preprocess_image(batched).tensor, eager.encode_tasks(batched)
-        assert _max_diff(model.network(images, tasks), eager.network(images, tasks)) < TOL
-        ids, info = model(batched)[0]["panoptic_seg"]
-        ref_ids, ref_info = eager(batched)[0]["panoptic_seg"]
-    assert torch.equal(ids, ref_ids) and info == ref_info
+    eager.load_state_dict(model.state_dict())  # before the first call: the frozen graph takes these weights
+    for seed, (h, w) in enumerate([(96, 128), (128, 96)]):
+        image = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+        batched = [{"image": image, "task": "panoptic", "outputs": ["panoptic_seg"]}]
+        with torch.no_grad():
+            images, tasks = eager.preprocess_image(batched).tensor, eager.encode_tasks(batched)
+            assert _max_diff(model.network(images, tasks), eager.network(images, tasks)) < TOL
+            ids, info = model(batched)[0]["panoptic_seg"]
+            ref_ids, ref_info = eager(batched)[0]["panoptic_seg"]
+        assert torch.equal(ids, ref_ids) and info == ref_info
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_frozen_weights_must_not_change():
+    """MODEL.COMPILE_FREEZE: a call after the weights changed raises instead of using the frozen ones."""
+    model = _model("eager", freeze=True).eval()
+    images, tasks = _network_inputs(model, 64, 64)
+    with torch.no_grad():
+        model.network(images, tasks)
+        model.network(images, tasks)  # unchanged weights: fine
+        model.sem_seg_head.predictor.class_embed.bias.add_(1.0)
+        with pytest.raises(RuntimeError, match="weights changed after torch.compile froze them"):
+            model.network(images, tasks)
 
 
 def test_training_step_gives_the_eager_losses():
@@ -111,6 +126,7 @@ def test_predictor_compile_flag(tmp_path):
     compiled = OneFormerPredictor(cfg, compile=True)
     compiled.model.load_state_dict(plain.model.state_dict())
     assert compiled.cfg.MODEL.COMPILE and compiled.model.compiled is not None and plain.model.compiled is None
+    assert compiled.cfg.MODEL.COMPILE_FREEZE and compiled.model.compiled.freeze
     image = torch.randint(0, 256, (90, 120, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     out = compiled(image.numpy(), task="semantic")[0]["sem_seg"]
     ref = plain(image.numpy(), task="semantic")[0]["sem_seg"]
