@@ -133,8 +133,9 @@ def add_common_config(cfg):
     cfg.MODEL.COMPILE = False
     cfg.MODEL.COMPILE_BACKEND = "inductor"
     cfg.MODEL.COMPILE_MODE = ""
-    # inference only: the weights become constants of the compiled graph (faster CPU linears); for weights that do not
-    # change after the first call (the predictor and the demo set it; not for evaluation during training)
+    # inference only: the weights become constants of the compiled graph (faster CPU linears), one static graph per
+    # padded size; for serving fixed sizes with weights that do not change after the first call (not for evaluation
+    # during training)
     cfg.MODEL.COMPILE_FREEZE = False
 
 

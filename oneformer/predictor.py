@@ -42,9 +42,9 @@ class OneFormerPredictor:
             object-mask threshold when higher than the config's.
         batch_size: images per forward pass.
         input_format: channel order of array inputs ("RGB" or "BGR"); files are read as RGB.
-        compile: run the network through ``torch.compile`` (sets MODEL.COMPILE and MODEL.COMPILE_FREEZE;
-            MODEL.COMPILE_BACKEND chooses the backend). The first call of a size bucket compiles (seconds to
-            minutes), later ones reuse the graph; the weights must not change after the first call.
+        compile: run the network through ``torch.compile`` (sets MODEL.COMPILE; MODEL.COMPILE_BACKEND chooses the
+            backend, MODEL.COMPILE_FREEZE True freezes the weights for fixed-size serving). The first call of a size
+            bucket compiles (seconds to minutes), later ones reuse the graph.
         sliding_window: run images by overlapping windows (MODEL.TEST.SLIDING_WINDOW; None: its ENABLED). Images are
             then not resized to INPUT.MIN_SIZE_TEST: the windows are cut from the image at its own resolution.
     """
@@ -55,7 +55,6 @@ class OneFormerPredictor:
         cfg.defrost()
         if compile:
             cfg.MODEL.COMPILE = True
-            cfg.MODEL.COMPILE_FREEZE = True  # the weights are loaded below, before the first image
         if sliding_window is not None:
             cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED = bool(sliding_window)
         cfg.MODEL.IS_TRAIN = False

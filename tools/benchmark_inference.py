@@ -67,7 +67,7 @@ def setup_cfg(args, rule=None, compile=False):
     if rule is not None:
         cfg.MODEL.TEST.PANOPTIC_RULE = rule
     cfg.MODEL.COMPILE = compile
-    cfg.MODEL.COMPILE_FREEZE = compile  # as the predictor: the weights are loaded before the first call
+    cfg.MODEL.COMPILE_FREEZE = compile  # one fixed size, weights loaded before the first call
     cfg.freeze()
     return cfg
 

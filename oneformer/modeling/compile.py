@@ -11,11 +11,12 @@ differs). A padded size that is not a multiple of 32 (MODEL.ONE_FORMER.SIZE_DIVI
 size instead. Training compiles the same network without ``fullgraph`` (the crops are of fixed size).
 
 The compiled functions read the model's parameters at each call, so loading a checkpoint after building the model
-needs no recompilation; ``model.to(device)`` recompiles on the next call. MODEL.COMPILE_FREEZE (set by the predictor
-and the demo, whose weights are loaded before the first image) freezes the inference graph instead: inductor then
-treats the weights as constants and packs them for its CPU linears (about 15% faster for Swin-L on a CPU), so they
-must not change afterwards; a later call after a change of weights (an optimizer step, ``load_state_dict``, an
-in-place edit) raises instead of computing with the old ones.
+needs no recompilation; ``model.to(device)`` recompiles on the next call. MODEL.COMPILE_FREEZE freezes the inference
+graph instead, for serving at fixed sizes: inductor then treats the weights as constants and packs them for its CPU
+linears (about 15% faster for Swin-L on a CPU). The graphs are then static, one per padded size (inductor's packed
+convolutions do not take symbolic sizes in torch 2.14), and the weights must not change after the first call: a
+call after a change (an optimizer step, ``load_state_dict``, an in-place edit) raises instead of computing with the
+old ones.
 """
 import contextlib
 import logging
@@ -57,8 +58,6 @@ class CompiledNetwork:
         return torch.compile(fn, backend=self.backend, mode=self.mode, **kwargs)
 
     def _compile_inference(self, fn, **kwargs):
-        if self.freeze and self.backend == "inductor":
-            kwargs["options"] = {"freezing": True}
         return self._compile(fn, fullgraph=True, **kwargs)
 
     def _weights(self):
@@ -89,11 +88,12 @@ class CompiledNetwork:
                 self._train = self._compile(self.network)
             return self._train(images, tasks)
         B, C, H, W = images.shape
-        if H % BLOCK or W % BLOCK:
-            if self._static is None:
+        if self.freeze or H % BLOCK or W % BLOCK:  # frozen weights: static graphs (see the module docstring)
+            if self._static is None and not self.freeze:
                 logger.info("torch.compile: padded size %dx%d is not a multiple of %d, so each input size gets "
                             "its own graph (MODEL.ONE_FORMER.SIZE_DIVISIBILITY 32 gives one graph for all sizes)",
                             H, W, BLOCK)
+            if self._static is None:
                 self._static = self._compile_inference(self.network, dynamic=False)
             with self._capture_config():
                 return self._static(images, tasks)
@@ -106,9 +106,11 @@ class CompiledNetwork:
             return self._eval(blocked, tasks)
 
     def _capture_config(self):
-        """Freezing needs the weights as attributes of the captured graph, not as inputs (dynamo's inlining of
-        built-in modules lifts them to inputs)."""
+        """inductor's ``freezing`` while the inference graph compiles (at its first call); as a config patch, not as
+        ``torch.compile(options=...)``, which does not reach the step that turns the weights into constants."""
         self._check_frozen_weights()
-        if self.freeze:
-            return torch._dynamo.config.patch(inline_inbuilt_nn_modules=False)
+        if self.freeze and self.backend == "inductor":
+            from torch._inductor import config as inductor_config
+
+            return inductor_config.patch(freezing=True)
         return contextlib.nullcontext()
