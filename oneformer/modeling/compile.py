@@ -57,9 +57,6 @@ class CompiledNetwork:
     def _compile(self, fn, **kwargs):
         return torch.compile(fn, backend=self.backend, mode=self.mode, **kwargs)
 
-    def _compile_inference(self, fn, **kwargs):
-        return self._compile(fn, fullgraph=True, **kwargs)
-
     def _weights(self):
         return tuple((id(t), t._version) for t in (*self.module.parameters(), *self.module.buffers()))
 
@@ -89,16 +86,16 @@ class CompiledNetwork:
             return self._train(images, tasks)
         B, C, H, W = images.shape
         if self.freeze or H % BLOCK or W % BLOCK:  # frozen weights: static graphs (see the module docstring)
-            if self._static is None and not self.freeze:
-                logger.info("torch.compile: padded size %dx%d is not a multiple of %d, so each input size gets "
-                            "its own graph (MODEL.ONE_FORMER.SIZE_DIVISIBILITY 32 gives one graph for all sizes)",
-                            H, W, BLOCK)
             if self._static is None:
-                self._static = self._compile_inference(self.network, dynamic=False)
+                if not self.freeze:
+                    logger.info("torch.compile: padded size %dx%d is not a multiple of %d, so each input size gets "
+                                "its own graph (MODEL.ONE_FORMER.SIZE_DIVISIBILITY 32 gives one graph for all "
+                                "sizes)", H, W, BLOCK)
+                self._static = self._compile(self.network, fullgraph=True, dynamic=False)
             with self._capture_config():
                 return self._static(images, tasks)
         if self._eval is None:
-            self._eval = self._compile_inference(self._blocked)
+            self._eval = self._compile(self._blocked, fullgraph=True)
         blocked = images.reshape(B, C, H // BLOCK, BLOCK, W // BLOCK, BLOCK)
         torch._dynamo.maybe_mark_dynamic(blocked, 2)
         torch._dynamo.maybe_mark_dynamic(blocked, 4)
