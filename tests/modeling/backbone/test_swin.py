@@ -269,3 +269,65 @@ def test_patch_merging_order_and_odd_padding():
                 [xp[0, 2 * i, 2 * j], xp[0, 2 * i + 1, 2 * j], xp[0, 2 * i, 2 * j + 1], xp[0, 2 * i + 1, 2 * j + 1]]
             )
             torch.testing.assert_close(y[0, i, j], expect)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10), (3, 5), (12, 4)])
+def test_grouped_windows_masks_and_order(hw):
+    """The grouped window order (used under torch.compile) holds the same windows as Swin's order, and each kind's
+    mask is the stage mask of every window of that kind."""
+    from oneformer.modeling.backbone.swin import BasicLayer, window_gather_index
+
+    H, W = hw
+    B, ws, shift = 2, 4, 2
+    layer = BasicLayer(dim=8, depth=2, num_heads=2, window_size=ws)
+    stage_mask = layer._shift_mask(H, W, "cpu")  # (nW, N, N), Swin's window order
+    index, inverse = window_gather_index(B, H, W, ws, shift, "cpu")
+    g_index, g_inverse, (counts, type_masks) = window_gather_index(B, H, W, ws, shift, "cpu", grouped=True)
+    nW, N = stage_mask.shape[0], ws * ws
+    assert sum(counts) == B * nW and type_masks.shape == (4, N, N)
+    windows = index.view(B * nW, N)
+    grouped = g_index.view(B * nW, N)
+    kinds = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+    seen = []
+    for g in range(B * nW):  # each grouped window is one of Swin's windows, with that window's mask
+        match = (windows == grouped[g]).all(1).nonzero().flatten()
+        assert match.numel() == 1
+        j = int(match)
+        seen.append(j)
+        torch.testing.assert_close(type_masks[kinds[g]], stage_mask[j % nW], rtol=0, atol=0)
+    assert sorted(seen) == list(range(B * nW))
+    # the inverse gathers every token back from its place in the grouped order
+    tokens = torch.cat([torch.arange(B * H * W), torch.tensor([-1])])
+    assert torch.equal(tokens[g_index][g_inverse], torch.arange(B * H * W))
+    assert torch.equal(tokens[index][inverse], torch.arange(B * H * W))
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10), (3, 5)])
+@pytest.mark.parametrize("grad", [True, False])
+def test_grouped_windows_attention_equals_masked(hw, grad):
+    """A shifted block gives the same output and gradients with windows grouped by mask kind (per-kind attention)
+    as with Swin's order and the per-window mask."""
+    torch.manual_seed(3)
+    from oneformer.modeling.backbone.swin import BasicLayer, window_gather_index
+
+    H, W = hw
+    layer = BasicLayer(dim=8, depth=2, num_heads=2, window_size=4).double()
+    blk = layer.blocks[1]
+    with torch.no_grad():
+        blk.attn.relative_position_bias_table.normal_(std=0.5)
+    x = torch.randn(2, H * W, 8, dtype=torch.float64)
+    mask = layer._shift_mask(H, W, x.device).double()
+    results = []
+    for grouped in (False, True):
+        xi = x.clone().requires_grad_(grad)
+        blk.zero_grad()
+        idx = window_gather_index(2, H, W, 4, blk.shift_size, x.device, grouped=grouped)
+        with torch.set_grad_enabled(grad):
+            out = blk._attention_gathered(xi, H, W, mask, idx)
+        if grad:
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+            results.append((out.detach(), xi.grad, blk.attn.relative_position_bias_table.grad.clone()))
+        else:
+            results.append((out,))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
