@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMPS := .stamps
-OP_SOURCES := $(wildcard oneformer/ops/csrc/*.h oneformer/ops/csrc/*.cpp oneformer/ops/csrc/cpu/*.cpp oneformer/ops/csrc/cuda/*.cu)
+OP_SOURCES := $(wildcard oneformer/ops/csrc/*.h oneformer/ops/csrc/*.cpp oneformer/ops/csrc/cpu/*.h oneformer/ops/csrc/cpu/*.cpp oneformer/ops/csrc/cuda/*.cu)
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo benchmark cuda-build-check clean

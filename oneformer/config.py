@@ -125,7 +125,8 @@ def add_common_config(cfg):
     # "autocast" lets it follow a surrounding torch.autocast (float16/bfloat16 deformable attention on CUDA).
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION = "fp32"
     # Added here: how float32 linear layers run in CPU inference, "onednn" (faster on the model's GEMM shapes, see
-    # oneformer/modeling/cpu_linear.py) or "native" (PyTorch's F.linear, MKL). Training and GPUs are unaffected.
+    # oneformer/modeling/cpu_linear.py) or "native" (PyTorch's F.linear, MKL), eager and in MODEL.COMPILE_FREEZE graphs
+    # (where "native" leaves the weight packing to inductor). Training and GPUs are unaffected.
     cfg.MODEL.CPU_LINEAR_BACKEND = "onednn"
     # Added here: run the network (backbone, pixel decoder, transformer decoder) through torch.compile, with this
     # backend and mode ("" = torch.compile's default); inference is one graph for all image sizes

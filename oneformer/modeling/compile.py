@@ -12,8 +12,9 @@ size instead. Training compiles the same network without ``fullgraph`` (the crop
 
 The compiled functions read the model's parameters at each call, so loading a checkpoint after building the model
 needs no recompilation; ``model.to(device)`` recompiles on the next call. MODEL.COMPILE_FREEZE freezes the inference
-graph instead, for serving at fixed sizes: inductor then treats the weights as constants and packs them for its CPU
-linears (about 15% faster for Swin-L on a CPU). The graphs are then static, one per padded size (inductor's packed
+graph instead, for serving at fixed sizes: inductor then treats the weights as constants, and the CPU linears get
+weights packed at compile time (oneDNN's with MODEL.CPU_LINEAR_BACKEND "onednn", see cpu_linear.frozen_graph; else
+inductor's own). The graphs are then static, one per padded size (inductor's packed
 convolutions do not take symbolic sizes in torch 2.14), and the weights must not change after the first call: a
 call after a change (an optimizer step, ``load_state_dict``, an in-place edit) raises instead of computing with the
 old ones.
@@ -23,6 +24,8 @@ import logging
 from typing import Callable, Dict, Optional
 
 import torch
+
+from .cpu_linear import frozen_graph
 
 __all__ = ["CompiledNetwork", "BLOCK"]
 
@@ -104,10 +107,15 @@ class CompiledNetwork:
 
     def _capture_config(self):
         """inductor's ``freezing`` while the inference graph compiles (at its first call); as a config patch, not as
-        ``torch.compile(options=...)``, which does not reach the step that turns the weights into constants."""
+        ``torch.compile(options=...)``, which does not reach the step that turns the weights into constants. With it,
+        the oneDNN linears (MODEL.CPU_LINEAR_BACKEND "onednn") enter the graph with packed weights
+        (:func:`~oneformer.modeling.cpu_linear.frozen_graph`)."""
         self._check_frozen_weights()
         if self.freeze and self.backend == "inductor":
             from torch._inductor import config as inductor_config
 
-            return inductor_config.patch(freezing=True)
+            stack = contextlib.ExitStack()
+            stack.enter_context(inductor_config.patch(freezing=True))
+            stack.enter_context(frozen_graph())
+            return stack
         return contextlib.nullcontext()

@@ -11,6 +11,9 @@ import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch.nn import functional as F
 
+from ..ops.mask_owners import mask_owners_available, update_mask_owners
+from ..utils.tracing import is_tracing
+
 __all__ = ["PANOPTIC_RULES", "semantic_inference", "semantic_probabilities", "panoptic_inference",
            "instance_inference"]
 
@@ -166,7 +169,18 @@ def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, origi
         probs = resize(chunk).sigmoid_() if original else resize(chunk.sigmoid())  # (c, H, W)
         c = probs.shape[0]
         step = max(1, chunk_bytes // max(1, probs[0].numel() * probs.element_size()))
-        weighted = probs * scores[start : start + c].view(-1, 1, 1)
+        chunk_scores = scores[start : start + c]
+        if mask_owners_available(probs) and chunk_scores.dtype == torch.float32 and not is_tracing():
+            # one fused pass over the chunk (the CPU kernel), with the results of the ops below (which traces keep)
+            if best is None:
+                best = probs.new_full(probs.shape[1:], float("-inf"))
+                owner = torch.zeros(probs.shape[1:], dtype=torch.int32, device=probs.device)
+                own_prob = probs.new_zeros(probs.shape[1:]) if original else None
+            original_area += update_mask_owners(probs, chunk_scores, start, not original, best, owner,
+                                                own_prob).tolist()
+            start += c
+            continue
+        weighted = probs * chunk_scores.view(-1, 1, 1)
         # int32 accumulation reads the bool mask as is (an int64 sum would first convert the whole chunk)
         original_area += ((probs if original else weighted) >= 0.5).flatten(1).sum(1, dtype=torch.int32).tolist()
         value, arg = weighted.max(0)
@@ -180,7 +194,7 @@ def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, origi
             if original:
                 own_prob = torch.where(better, prob, own_prob)
         start += c
-    return owner, own_prob, original_area
+    return owner.long(), own_prob, original_area
 
 
 def instance_inference(

@@ -133,3 +133,41 @@ def test_predictor_compile_flag(tmp_path):
     assert out.shape == ref.shape == (5, 90, 120)
     assert float((out - ref).abs().max()) < TOL
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_cpu_inference_graph_holds_the_window_kernel():
+    """On CPU in float32 the compiled inference graph calls the Swin window-attention kernel, one custom op per
+    block."""
+    from oneformer.ops.window_attention import window_kernel_available
+
+    if not window_kernel_available():
+        pytest.skip("oneformer.ops._C is not built")
+    model = _model("eager").eval()
+    images, tasks = _network_inputs(model, 64, 64)
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model._network)(images, tasks)
+    targets = [str(n.target) for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert explanation.graph_break_count == 0
+    assert sum("swin_window_attention" in t for t in targets) == 4  # the tiny Swin: one block per stage
+
+
+def test_frozen_graph_packs_onednn_linears(monkeypatch):
+    """MODEL.COMPILE_FREEZE with the oneDNN linears (MODEL.CPU_LINEAR_BACKEND "onednn"): the generated code calls
+    oneDNN's linear with weights packed at compile time (no reorder left at run time), and matches eager."""
+    from torch._inductor.utils import run_and_get_code
+
+    import oneformer.modeling.cpu_linear as cpu_linear
+
+    if not cpu_linear.onednn_linear_available():
+        pytest.skip("this PyTorch has no oneDNN linear op")
+    monkeypatch.setattr(cpu_linear, "_MIN_MACS", 0)  # the tiny model's products all take the oneDNN path
+    model = _model("inductor", freeze=True).eval()
+    eager = _model("inductor", compile=False).eval()
+    eager.load_state_dict(model.state_dict())
+    images, tasks = _network_inputs(model, 64, 96)
+    with torch.no_grad():
+        out, code = run_and_get_code(model.network, images, tasks)
+        assert _max_diff(out, eager.network(images, tasks)) < TOL
+    code = "\n".join(code)
+    assert "mkldnn._linear_pointwise" in code and "mkldnn._reorder_linear_weight(" not in code  # folded
+    assert "_mkl_linear" not in code

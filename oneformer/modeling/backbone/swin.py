@@ -17,7 +17,9 @@ import torch.utils.checkpoint as checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ...ops.window_attention import swin_window_attention, window_kernel_applies
 from ...utils.tracing import is_tracing as _tracing
+from ..cpu_linear import row_chunked
 from .common import D2BackboneMixin, init_trunc_normal, input_channels
 
 __all__ = ["DropPath", "Mlp", "SwinTransformer", "D2SwinTransformer"]
@@ -62,18 +64,12 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        """x (..., in_features) -> (..., out_features)."""
-        if torch.is_grad_enabled() or self.training or _tracing() or x.numel() <= self.CHUNK_ROWS * x.shape[-1]:
+        """x (..., in_features) -> (..., out_features); in inference a few thousand rows at a time
+        (:func:`~oneformer.modeling.cpu_linear.row_chunked`)."""
+        if self.training:
             return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-        rows = x.numel() // x.shape[-1]
-        # inference on many tokens: a few thousand rows at a time, so that the (rows, hidden) activation stays small
-        # (cache-sized and reused by the allocator rather than a fresh, page-faulting mapping for every call)
-        out = x.new_empty(x.shape[:-1] + (self.fc2.out_features,))
-        flat_in, flat_out = x.reshape(rows, -1), out.view(rows, -1)
-        for start in range(0, rows, self.CHUNK_ROWS):
-            stop = start + self.CHUNK_ROWS
-            flat_out[start:stop] = self.fc2(self.act(self.fc1(flat_in[start:stop])))
-        return out
+        return row_chunked(lambda rows: self.fc2(self.act(self.fc1(rows))), x, self.fc2.out_features,
+                           self.CHUNK_ROWS)
 
 
 def window_partition(x, window_size: int):
@@ -141,14 +137,9 @@ class WindowAttention(nn.Module):
         qkv = qkv.reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
 
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        # contiguous, so that adding the shift mask yields a contiguous mask that SDPA takes without a copy
-        bias = bias.view(N, N, h).permute(2, 0, 1).contiguous()  # (h, N, N)
+        bias = self.position_bias()
         if groups is not None:
             out = self._attend_groups(q, k, v, bias, groups)
-        elif (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and not self.training
-                and not torch.is_grad_enabled() and not _tracing()):
-            return _window_attention_cpu(q, k, v, bias, mask, self.scale).view(B_, N, C)
         else:
             out = self._attend_masked(q, k, v, bias, mask)
         out = out.transpose(1, 2)
@@ -157,6 +148,13 @@ class WindowAttention(nn.Module):
             # recorded as a view of the traced layout fails on the real one (torch.export's decompositions)
             out = out.clone(memory_format=torch.contiguous_format)
         return out.reshape(B_, N, C)
+
+    def position_bias(self) -> torch.Tensor:
+        """The relative position bias of every (query, key) pair of a window, (num_heads, N, N), contiguous (so that
+        adding a shift mask gives a contiguous mask, which SDPA takes without a copy)."""
+        N, h = self.window_size**2, self.num_heads
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(N, N, h).permute(2, 0, 1).contiguous()
 
     def _sdpa(self, q, k, v, attn_mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
@@ -191,40 +189,6 @@ class WindowAttention(nn.Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
-
-
-def _window_attention_cpu(q, k, v, bias, mask, scale: float, matrices_per_step: int = 16):
-    """softmax(q k^T * scale + bias [+ mask]) v for CPU inference, a few windows at a time.
-
-    With windows of 144 tokens and 32 channels per head, SDPA's CPU kernel splits the queries into blocks of 32 and
-    runs many tiny products; plain batched products on one or two windows' heads at a time, whose scores stay in
-    cache, measured 25-40% faster on Swin-L's window shapes, and about 3% on the whole Swin-L backbone at 512² on 2
-    threads (same result to ~1e-6).
-
-    Args:
-        q, k, v: (B_, h, N, d), B_ = batch × windows; bias: (h, N, N); mask: optional (nW, N, N), added to window i
-            as mask[i % nW] (B_ is a multiple of nW).
-    Returns:
-        (B_, N, h, d), contiguous.
-    """
-    B_, h, N, d = q.shape
-    out = q.new_empty(B_, N, h, d)
-    step = max(1, matrices_per_step // h)
-    tiled = None
-    for s in range(0, B_, step):
-        c = min(step, B_ - s)
-        if mask is None:
-            if tiled is None or tiled.shape[0] != c * h:
-                tiled = bias.repeat(c, 1, 1)  # (c*h, N, N), the same for every window
-            add = tiled
-        else:
-            windows = torch.arange(s, s + c, device=mask.device) % mask.shape[0]
-            add = (bias.unsqueeze(0) + mask[windows].unsqueeze(1)).view(c * h, N, N)
-        keys = k[s : s + c].reshape(c * h, N, d).transpose(1, 2)
-        attn = torch.baddbmm(add, q[s : s + c].reshape(c * h, N, d), keys, alpha=scale)
-        attn = attn.softmax(-1)
-        out[s : s + c] = torch.bmm(attn, v[s : s + c].reshape(c * h, N, d)).view(c, h, N, d).transpose(1, 2)
-    return out
 
 
 class SwinTransformerBlock(nn.Module):
@@ -269,7 +233,9 @@ class SwinTransformerBlock(nn.Module):
         tracing = _tracing()
         assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
         mask = attn_mask if self.shift_size > 0 else None
-        if tracing and not torch.compiler.is_compiling():
+        if window_kernel_applies(x, self.training):  # float32 CPU inference, eager or torch.compile
+            x_attn = self._attention_kernel(x, H, W, window_index)
+        elif tracing and not torch.compiler.is_compiling():
             x_attn = self._attention_traceable(x, H, W, mask)
         else:  # eager, and graph capture (torch.compile / torch.export), where the gathers keep sizes symbolic
             x_attn = self._attention_gathered(x, H, W, mask, window_index)
@@ -277,23 +243,44 @@ class SwinTransformerBlock(nn.Module):
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
+    def _qkv_rows(self, x, index):
+        """The qkv projection of the normalized tokens x (B, L, C) as (B*L [+1], 3C) rows: some windows reach into
+        padding when ``index`` reads row B*L, which is then appended as a zero token (its projection, the qkv bias,
+        stands for every padded position, exactly as projecting zero-padded windows would); always under graph
+        capture, where the size test would make a graph per padding case."""
+        B, L, C = x.shape
+        xn = self.norm1(x).reshape(B * L, C)
+        if torch.compiler.is_compiling() or index.numel() > B * L:
+            xn = torch.cat([xn, xn.new_zeros(1, C)])
+        return self.attn.qkv(xn)
+
+    def _attention_kernel(self, x, H: int, W: int, window_index):
+        """Window attention before the output projection on the CPU kernel (:func:`swin_window_attention`), which
+        reads the windows through the gather index and writes token order: (B, H*W, C) -> (B, H*W, C)."""
+        B, L, C = x.shape
+        ws = self.window_size
+        if window_index is None:
+            window_index = window_gather_index(B, H, W, ws, self.shift_size, x.device)
+        index = window_index[0]
+        masks = kinds = None
+        if self.shift_size > 0:  # each window's shift mask is the mask of its kind (see window_type_masks)
+            masks = window_type_masks(ws, self.shift_size, x.device)
+            kinds = window_kinds(B, H, W, ws, x.device)
+        out = swin_window_attention(self._qkv_rows(x, index), index, self.attn.position_bias(), masks, kinds,
+                                    self.attn.num_heads, self.attn.scale, B * L)
+        return out.view(B, L, C)
+
     def _attention_gathered(self, x, H: int, W: int, mask, window_index):
         """Window attention before the output projection, (B, H*W, C) -> (B, H*W, C).
 
-        Padding, cyclic shift and window partition are one row gather, and the way back one more: the qkv projection
-        runs on the real tokens plus a single zero row, whose projection (the qkv bias) stands for every padded
-        position, exactly as projecting zero-padded windows would."""
+        Padding, cyclic shift and window partition are one row gather of the projected tokens (:meth:`_qkv_rows`),
+        and the way back one more."""
         B, L, C = x.shape
         if window_index is None:
             window_index = window_gather_index(B, H, W, self.window_size, self.shift_size, x.device)
         index, inverse, *groups = window_index
         groups = groups[0] if groups and self.shift_size > 0 else None
-        xn = self.norm1(x).reshape(B * L, C)
-        # some windows reach into padding: append the zero row they read (always under graph capture, where the
-        # size test would make a graph per padding case)
-        if torch.compiler.is_compiling() or index.numel() > B * L:
-            xn = torch.cat([xn, xn.new_zeros(1, C)])
-        windows = self.attn.qkv(xn).index_select(0, index).view(-1, self.window_size**2, 3 * C)
+        windows = self._qkv_rows(x, index).index_select(0, index).view(-1, self.window_size**2, 3 * C)
         windows = self.attn.attend(windows, mask=mask, groups=groups)
         return windows.reshape(-1, C).index_select(0, inverse).view(B, L, C)
 
@@ -356,8 +343,7 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     if not grouped:
         return index, inverse
     N, n_rows = ws * ws, Hp // ws
-    w = torch.arange(n_rows * n_cols, device=device)
-    kind = (w // n_cols == n_rows - 1).long() + 2 * (w % n_cols == n_cols - 1).long()  # 0 inner ... 3 corner
+    kind = window_kinds(1, H, W, ws, device)
     one_hot = F.one_hot(kind, 4)
     within = (one_hot.cumsum(0) - 1).gather(1, kind[:, None])[:, 0]  # rank among the image's windows of its kind
     per_image = one_hot.sum(0)
@@ -369,6 +355,16 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     inverse = rank[inverse // N] * N + inverse % N
     counts = (B * (n_rows - 1) * (n_cols - 1), B * (n_cols - 1), B * (n_rows - 1), B)
     return index, inverse, (counts, window_type_masks(ws, shift_size, device))
+
+
+def window_kinds(B: int, H: int, W: int, window_size: int, device) -> torch.Tensor:
+    """(B * nW,) int64: the kind of each window in Swin's order (image, window row, window column) of a shifted
+    layout: 0 inner, 1 in the last row, 2 in the last column, 3 the corner (their masks: :func:`window_type_masks`)."""
+    ws = window_size
+    n_rows, n_cols = (H + ws - 1) // ws, (W + ws - 1) // ws
+    w = torch.arange(n_rows * n_cols, device=device)
+    kind = (w // n_cols == n_rows - 1).long() + 2 * (w % n_cols == n_cols - 1).long()
+    return kind.repeat(B)
 
 
 def window_type_masks(window_size: int, shift_size: int, device) -> torch.Tensor:
@@ -476,12 +472,13 @@ class BasicLayer(nn.Module):
 
     def forward(self, x, H: int, W: int):
         """x (B, H*W, C) -> (stage output (B, H*W, C), H, W, downsampled tokens, H', W')."""
-        # under graph capture shifted windows are grouped by mask kind, which needs no stage mask: see
-        # WindowAttention._attend_groups
-        grouped = torch.compiler.is_compiling()
-        attn_mask = self._shift_mask(H, W, x.device) if self.depth > 1 and not grouped else None
+        # The CPU kernel takes each window's kind instead of a stage mask. Other graph captures group shifted windows
+        # by mask kind, which needs no stage mask either (WindowAttention._attend_groups).
+        kernel = window_kernel_applies(x, self.training)
+        grouped = torch.compiler.is_compiling() and not kernel
+        attn_mask = self._shift_mask(H, W, x.device) if self.depth > 1 and not grouped and not kernel else None
         index = {}
-        if not _tracing() or grouped:  # the gather indices of both window layouts, shared
+        if not _tracing() or grouped or kernel:  # the gather indices of both window layouts, shared
             for shift in {blk.shift_size for blk in self.blocks}:
                 index[shift] = window_gather_index(x.shape[0], H, W, self.window_size, shift, x.device,
                                                    grouped=grouped and shift > 0)

@@ -36,6 +36,7 @@ from torch import nn
 
 from oneformer.ops import MSDeformAttn
 
+from ..cpu_linear import row_chunked
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 
 __all__ = [
@@ -94,7 +95,11 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         query = src if pos is None else src + pos
         attn = self.self_attn(query, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        if self.training:
+            ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        else:  # a few thousand positions at a time: the (S, d_ffn) activation stays cache-sized
+            ffn = row_chunked(lambda rows: self.linear2(self.activation(self.linear1(rows))), src,
+                              self.linear2.out_features)
         return self.norm2(src + self.dropout3(ffn))
 
 

@@ -2,6 +2,9 @@
 // CPU / CUDA kernels registered with the PyTorch dispatcher (TORCH_LIBRARY / TORCH_LIBRARY_IMPL), so that eager
 // calls, FakeTensor tracing (torch.compile, torch.export) and AOTInductor all see one op. The fake (meta)
 // implementations and the autograd formula are registered from Python (oneformer/ops/functional.py).
+// Also two CPU inference kernels: oneformer::swin_window_attention (cpu/window_attention_cpu.cpp; its fake
+// implementation in oneformer/ops/window_attention.py) and oneformer::mask_owners_ (cpu/mask_owners_cpu.cpp, used by
+// panoptic post-processing; oneformer/ops/mask_owners.py).
 //
 // Loading the shared library registers the operators: `import oneformer.ops._C` works through the empty Python
 // module defined at the end of this file (no pybind11, no libtorch_python: the library uses only the stable Python
@@ -11,7 +14,9 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "mask_owners.h"
 #include "ms_deform_attn.h"
+#include "window_attention.h"
 
 namespace oneformer {
 namespace ops {
@@ -129,11 +134,17 @@ TORCH_LIBRARY(oneformer, m) {
         "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
   m.def("ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
         "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
+  m.def("swin_window_attention(Tensor qkv, Tensor index, Tensor bias, Tensor? masks, Tensor? mask_index, "
+        "int num_heads, float scale, SymInt out_rows) -> Tensor");
+  m.def("mask_owners_(Tensor probs, Tensor scores, int offset, bool weighted_area, Tensor(a!) best, "
+        "Tensor(b!) owner, Tensor(c!)? own_prob) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(oneformer, CPU, m) {
   m.impl("ms_deform_attn", &oneformer::ops::forward_cpu);
   m.impl("ms_deform_attn_backward", &oneformer::ops::backward_cpu);
+  m.impl("swin_window_attention", &oneformer::ops::swin_window_attention_cpu);
+  m.impl("mask_owners_", &oneformer::ops::mask_owners_cpu);
 }
 
 #ifdef WITH_CUDA

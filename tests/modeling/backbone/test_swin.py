@@ -203,7 +203,7 @@ def _oracle_block(blk, x, H, W):
 
 @pytest.mark.parametrize("shift", [0, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 10), (3, 5)])
-@pytest.mark.parametrize("grad", [True, False])  # SDPA, or the CPU inference path (windows in steps, see swin.py)
+@pytest.mark.parametrize("grad", [True, False])  # float64: scaled_dot_product_attention either way
 def test_window_block_matches_oracle(shift, hw, grad):
     torch.manual_seed(1)
     from oneformer.modeling.backbone.swin import BasicLayer
@@ -331,3 +331,32 @@ def test_grouped_windows_attention_equals_masked(hw, grad):
             results.append((out,))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10), (3, 5), (13, 4)])
+def test_cpu_window_kernel_equals_the_sdpa_path(hw, monkeypatch):
+    """float32 CPU inference runs the window-attention kernel (oneformer.ops.window_attention), reading the windows
+    through the gather index and taking each window's kind for the shift mask; a stage gives the outputs of the
+    scaled_dot_product_attention path (which autograd uses) to float32 rounding."""
+    import oneformer.modeling.backbone.swin as swin
+    from oneformer.ops.window_attention import window_kernel_available
+
+    if not window_kernel_available():
+        pytest.skip("oneformer.ops._C is not built")
+    torch.manual_seed(4)
+    H, W = hw
+    layer = swin.BasicLayer(dim=16, depth=2, num_heads=2, window_size=4).eval()
+    with torch.no_grad():
+        for blk in layer.blocks:
+            blk.attn.relative_position_bias_table.normal_(std=1.0)
+    x = torch.randn(2, H * W, 16)
+    calls = []
+    kernel = swin.swin_window_attention
+    monkeypatch.setattr(swin, "swin_window_attention", lambda *a: calls.append(1) or kernel(*a))
+    with torch.no_grad():
+        got = layer(x, H, W)[0]
+    assert len(calls) == 2  # both blocks, the shifted one included
+    with torch.enable_grad():
+        ref = layer(x, H, W)[0]
+    assert len(calls) == 2
+    torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-5)
