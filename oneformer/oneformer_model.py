@@ -445,6 +445,8 @@ class OneFormer(nn.Module):
                     masks = retry_if_cuda_oom(sem_seg_postprocess)(masks, image_size, height, width)
                 return masks
 
+            if not before or tuple(image_size) == tuple(padded_size) == (height, width):
+                resize.bilinear_size = tuple(padded_size)  # it is one bilinear resize (see modeling.inference)
             res = {}
             with_emb = "embeddings" in want
             if "sem_seg" in want or "sem_seg_probs" in want:

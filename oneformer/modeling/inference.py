@@ -3,7 +3,10 @@
 Rules and thresholds are the original release's (spec §7); panoptic inference can instead follow HuggingFace
 transformers' rule (``PANOPTIC_RULES``). Mask logits are passed as a ``resize`` callable so that only the queries a
 task keeps are brought to the output resolution: resizing is per query, so resizing a subset gives exactly the values
-the original gets by resizing all queries and then selecting.
+the original gets by resizing all queries and then selecting. A ``resize`` that is exactly one bilinear
+``F.interpolate(masks[None], size=(H, W), mode="bilinear", align_corners=False)[0]`` may say so with an attribute
+``bilinear_size = (H, W)``: panoptic inference on the CPU then resizes inside the owner search kernel
+(:func:`~oneformer.ops.mask_owners.update_resized_mask_owners`) instead of materializing resized masks.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -11,7 +14,7 @@ import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch.nn import functional as F
 
-from ..ops.mask_owners import mask_owners_available, update_mask_owners
+from ..ops.mask_owners import mask_owners_available, update_mask_owners, update_resized_mask_owners
 from ..utils.tracing import is_tracing
 
 __all__ = ["PANOPTIC_RULES", "semantic_inference", "semantic_probabilities", "panoptic_inference",
@@ -150,7 +153,8 @@ def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, origi
     """For each output pixel, the query with the largest score × mask probability (the first one on ties).
 
     Queries go through ``resize`` a few at a time (about ``chunk_bytes`` of full-resolution masks), keeping a running
-    maximum, so the n full-resolution masks never exist at once; the result equals an argmax over all of them.
+    maximum, so the n full-resolution masks never exist at once; the result equals an argmax over all of them. A
+    ``resize`` with ``bilinear_size`` (see the module docstring) is instead applied inside the CPU kernel.
 
     Args:
         mask_pred: (n, h, w) mask logits, n >= 1; scores: (n,) class probabilities.
@@ -161,6 +165,17 @@ def _owners(mask_pred: torch.Tensor, scores: torch.Tensor, resize: Resize, origi
         it), and each query's own area as a list.
     """
     n = mask_pred.shape[0]
+    size = getattr(resize, "bilinear_size", None)
+    if (size is not None and mask_owners_available(mask_pred) and scores.dtype == torch.float32
+            and not is_tracing()):
+        # one pass of the CPU kernel that resizes as it goes (the same search as the loop below, to float rounding
+        # of the resized values)
+        best = mask_pred.new_full(tuple(size), float("-inf"))
+        owner = torch.zeros(tuple(size), dtype=torch.int32, device=mask_pred.device)
+        own_prob = mask_pred.new_zeros(tuple(size)) if original else None
+        area = update_resized_mask_owners(mask_pred if original else mask_pred.sigmoid(), scores, 0, not original,
+                                          original, best, owner, own_prob)
+        return owner.long(), own_prob, area.tolist()
     best = owner = own_prob = None
     original_area: List[int] = []
     start, step = 0, 1  # the first query alone tells the output resolution, which sizes the chunks

@@ -6,7 +6,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from oneformer.modeling.backbone.swin import Mlp
-from oneformer.modeling.cpu_linear import OneDNNLinear, onednn_linear, onednn_linear_available, use_onednn_linear
+from oneformer.modeling.cpu_linear import (
+    OneDNNLinear,
+    onednn_linear,
+    onednn_linear_available,
+    onednn_feature_product,
+    use_onednn_linear,
+)
 
 from ..tiny import tiny_cfg
 
@@ -50,6 +56,26 @@ def test_falls_back_to_f_linear_exactly_where_onednn_does_not_apply():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = onednn_linear(x, w, b)
         assert out.dtype == torch.bfloat16  # autocast is honoured
+
+
+@needs_onednn
+@pytest.mark.parametrize("batch", [1, 2])
+def test_feature_product_matches_einsum(batch):
+    g = torch.Generator().manual_seed(batch)
+    embed, features = torch.randn(batch, 250, 64, generator=g), torch.randn(batch, 64, 24, 40, generator=g)
+    ref = torch.einsum("bqc,bchw->bqhw", embed, features)
+    with torch.no_grad():
+        got = onednn_feature_product(embed, features)
+        op = torch.ops.oneformer.onednn_feature_product(embed, features)  # what graphs of frozen_graph() hold
+    assert got.shape == op.shape == ref.shape and got.is_contiguous()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(op, ref, rtol=1e-5, atol=1e-4)
+    # with autograd (training), and where it is too small to pay off, the einsum itself
+    assert torch.equal(onednn_feature_product(embed, features), ref)
+    with torch.no_grad():
+        small = onednn_feature_product(embed[:, :2], features[..., :2, :2])
+    assert torch.equal(small, torch.einsum("bqc,bchw->bqhw", embed[:, :2], features[..., :2, :2]))
+    torch.library.opcheck(torch.ops.oneformer.onednn_feature_product.default, (embed, features))
 
 
 @needs_onednn

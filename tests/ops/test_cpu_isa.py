@@ -17,8 +17,10 @@ CHECKS = """
 import torch
 from oneformer.ops import ms_deform_attn, ms_deform_attn_pytorch
 from oneformer.ops.window_attention import swin_window_attention
-from tests.ops.test_mask_owners import owners_with_torch_ops, run_kernel
+from tests.ops.test_mask_owners import RESIZED_CASES, assert_resized_kernel_matches, owners_with_torch_ops, run_kernel
 from tests.ops.test_ms_deform_attn import CASES as MSDA_CASES, make_inputs
+from oneformer.ops.separable_attention import separable_value_attention
+from tests.ops import test_separable_attention as SEP
 from tests.ops.test_window_attention import CASES, formula, make_case
 
 for case in CASES:
@@ -32,6 +34,12 @@ for weighted in (False, True):
     best, owner, own_k, area_k = run_kernel(probs, scores, weighted, chunk=3)
     assert torch.equal(best, value) and torch.equal(owner.long(), arg) and torch.equal(own_k, own)
     assert torch.equal(area_k, area)
+for case in SEP.CASES:
+    args = SEP.make_case(*case)
+    torch.testing.assert_close(separable_value_attention(*args).double(), SEP.formula(*args), rtol=1e-4, atol=5e-5)
+for n, h, w, H, W in RESIZED_CASES:
+    for original in (True, False):
+        assert_resized_kernel_matches(torch.randn(n, h, w) * 4, torch.rand(n), (H, W), original)
 for name, (N, shapes, Lq, M, D, P) in MSDA_CASES.items():
     value, shapes_t, starts, loc, w = make_inputs(N, shapes, Lq, M, D, P, dtype=torch.float32)
     torch.testing.assert_close(ms_deform_attn(value, shapes_t, starts, loc, w, impl="cpp"),

@@ -19,6 +19,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 from torch.nn import functional as F
 
+from ..cpu_linear import OneDNNLinear, onednn_feature_product
 from .attention import multi_head_attention
 from .mlp import MLP
 from .position_encoding import PositionEmbeddingSine
@@ -249,8 +250,9 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         # channels-last, so that the (HW, B, C) view the class transformer takes has unit-stride channels: its two
         # layers then add and project it without a transposing copy each (20 of ~200 ms on CPU for Swin-L at 512²)
         keys = self.class_input_proj(mask_features).contiguous(memory_format=torch.channels_last)
+        # feats, a sine encoding without mask, splits into row and column channels (separable_src)
         out_t, _ = self.class_transformer(feats, None, self.query_embed.weight[:-1], keys,
-                                          tasks if self.use_task_norm else None)
+                                          tasks if self.use_task_norm else None, separable_src=True)
         out_t = out_t[0].permute(1, 0, 2)  # (N-1, B, C)
         out = torch.cat([out_t, tasks], dim=0)  # (N, B, C); the task token is the last query
         output = out.clone()
@@ -318,14 +320,19 @@ class ContrastiveMultiScaleMaskedTransformerDecoder(nn.Module):
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, N, C)
         outputs_class = self.class_embed(decoder_output) if need_class else None
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features) if need_mask else None
+        # a model switched to oneDNN CPU linears (MODEL.CPU_LINEAR_BACKEND) takes them for the mask products too
+        if isinstance(self.class_embed, OneDNNLinear):
+            product = onednn_feature_product
+        else:
+            def product(embed, features):
+                return torch.einsum("bqc,bchw->bqhw", embed, features)
+        outputs_mask = product(mask_embed, mask_features) if need_mask else None
         attn_mask = None
         if need_attn_mask:
             if attn_features is not None:
-                small = torch.einsum("bqc,bchw->bqhw", mask_embed.detach(), attn_features)
+                small = product(mask_embed.detach(), attn_features)
             else:
-                full = outputs_mask if outputs_mask is not None else torch.einsum(
-                    "bqc,bchw->bqhw", mask_embed, mask_features)
+                full = outputs_mask if outputs_mask is not None else product(mask_embed, mask_features)
                 small = F.interpolate(full.detach(), size=attn_mask_target_size, mode="bilinear",
                                       align_corners=False)
             # one mask for all heads: (B, 1, N, hw)

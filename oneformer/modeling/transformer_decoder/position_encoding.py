@@ -58,13 +58,16 @@ class PositionEmbeddingSine(nn.Module):
         B, _, H, W = x.shape
         compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         if mask is None:
-            not_mask = torch.ones((B, H, W), dtype=compute_dtype, device=x.device)
+            # without padding y depends on the row only and x on the column only: encode one column of y and one row
+            # of x and broadcast them (the same values; sin/cos on H + W positions instead of H * W)
+            y_embed = torch.ones((B, H, 1), dtype=compute_dtype, device=x.device).cumsum(1)
+            x_embed = torch.ones((B, 1, W), dtype=compute_dtype, device=x.device).cumsum(2)
         else:
             if mask.shape != (B, H, W):
                 raise ValueError(f"mask must be (B, H, W) = {(B, H, W)}, got {tuple(mask.shape)}")
             not_mask = (~mask.to(device=x.device, dtype=torch.bool)).to(compute_dtype)
-        y_embed = not_mask.cumsum(1)
-        x_embed = not_mask.cumsum(2)
+            y_embed = not_mask.cumsum(1)
+            x_embed = not_mask.cumsum(2)
         if self.normalize:
             eps = 1e-6
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
@@ -78,7 +81,8 @@ class PositionEmbeddingSine(nn.Module):
             # pair (sin of channel 2m, cos of channel 2m+1) and flatten back: sin, cos, sin, cos, ...
             return torch.stack((arg[..., 0::2].sin(), arg[..., 1::2].cos()), dim=-1).flatten(-2)
 
-        pos = torch.cat((_encode(y_embed), _encode(x_embed)), dim=-1).permute(0, 3, 1, 2)
+        size = (B, H, W, self.num_pos_feats)
+        pos = torch.cat((_encode(y_embed).expand(size), _encode(x_embed).expand(size)), dim=-1).permute(0, 3, 1, 2)
         if x.is_floating_point():
             pos = pos.to(x.dtype)
         return pos

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attention import multi_head_attention
+from ...ops.separable_attention import separable_kernel_applies
+from .attention import multi_head_attention, separable_value_attention
 
 __all__ = ["Transformer", "TransformerEncoderLayer", "TransformerDecoderLayer"]
 
@@ -83,17 +84,25 @@ class TransformerDecoderLayer(nn.Module):
         self.activation = _activation(activation)
         self.normalize_before = normalize_before
 
-    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
-        """tgt, query_pos: (N, B, C); memory, pos: (S, B, C); memory_mask: optional bool, True = blocked."""
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, memory_factors=None):
+        """tgt, query_pos: (N, B, C); memory, pos: (S, B, C); memory_mask: optional bool, True = blocked.
+        memory_factors: optional (rows (H, C/2), cols (W, C/2)) when memory is an H x W map whose first C/2
+        channels are ``rows`` along each column and the last C/2 are ``cols`` along each row (for every image):
+        float32 CPU inference then attends through the separable-value kernel."""
         x = self.norm1(tgt) if self.normalize_before else tgt
         q = k = _with_pos(x, query_pos)
         tgt = tgt + self.dropout1(multi_head_attention(self.self_attn, q, k, x))
         if not self.normalize_before:
             tgt = self.norm1(tgt)
         x = self.norm2(tgt) if self.normalize_before else tgt
-        attended = multi_head_attention(
-            self.multihead_attn, _with_pos(x, query_pos), _with_pos(memory, pos), memory, memory_mask
-        )
+        if (memory_factors is not None and memory_mask is None and self.multihead_attn.in_proj_weight is not None
+                and separable_kernel_applies(x, self.training)):
+            attended = separable_value_attention(self.multihead_attn, _with_pos(x, query_pos),
+                                                 _with_pos(memory, pos), *memory_factors)
+        else:
+            attended = multi_head_attention(
+                self.multihead_attn, _with_pos(x, query_pos), _with_pos(memory, pos), memory, memory_mask
+            )
         tgt = tgt + self.dropout2(attended)
         if not self.normalize_before:
             tgt = self.norm2(tgt)
@@ -123,11 +132,13 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
         self.return_intermediate = return_intermediate
 
-    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
-        """Returns (num_outputs, N, B, C): every layer's output if return_intermediate, else the last one."""
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, memory_factors=None):
+        """Returns (num_outputs, N, B, C): every layer's output if return_intermediate, else the last one.
+        ``memory_factors``: see :meth:`TransformerDecoderLayer.forward`."""
         intermediate = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_mask=memory_mask, pos=pos, query_pos=query_pos)
+            tgt = layer(tgt, memory, memory_mask=memory_mask, pos=pos, query_pos=query_pos,
+                        memory_factors=memory_factors)
             if self.return_intermediate:
                 intermediate.append(tgt if self.norm is None else self.norm(tgt))
         if self.return_intermediate:
@@ -160,17 +171,23 @@ class Transformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, mask, query_embed, pos_embed, task_token=None):
+    def forward(self, src, mask, query_embed, pos_embed, task_token=None, separable_src=False):
         """
         Args:
             src: (B, C, H, W) memory map; pos_embed: (B, C, H, W) added to the keys.
             mask: optional (B, H, W) bool padding mask (True = padding), or None.
             query_embed: (Nq, C) query positions.
             task_token: optional (1, B, C); the decoder input is this token repeated Nq times (zeros if None).
+            separable_src: the caller guarantees that src's first C/2 channels vary along H only and the last C/2
+                along W only, the same for every image (OneFormer's sine positional encoding without a mask); with
+                no encoder layers, the decoder's cross-attention may then use the separable-value kernel.
         Returns:
             hs: (num_outputs, B, Nq, C) decoder outputs; memory: (B, C, H, W).
         """
         bs, c, h, w = src.shape
+        factors = None
+        if separable_src and mask is None and len(self.encoder.layers) == 0 and self.encoder.norm is None:
+            factors = (src[0, : c // 2, :, 0].t(), src[0, c // 2 :, 0, :].t())  # (H, C/2), (W, C/2)
         src = src.flatten(2).permute(2, 0, 1)
         pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
         query_embed = query_embed.unsqueeze(1).repeat(1, bs, 1)
@@ -181,5 +198,6 @@ class Transformer(nn.Module):
         tgt = torch.zeros_like(query_embed) if task_token is None else task_token.repeat(query_embed.shape[0], 1, 1)
         memory = self.encoder(src, mask=None if mask is None else memory_mask.expand(-1, 1, src.shape[0], -1),
                               pos=pos_embed)
-        hs = self.decoder(tgt, memory, memory_mask=memory_mask, pos=pos_embed, query_pos=query_embed)
+        hs = self.decoder(tgt, memory, memory_mask=memory_mask, pos=pos_embed, query_pos=query_embed,
+                          memory_factors=factors)
         return hs.transpose(1, 2), memory.permute(1, 2, 0).view(bs, c, h, w)

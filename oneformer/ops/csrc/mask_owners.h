@@ -19,5 +19,12 @@ void check_mask_owners_inputs(const at::Tensor& probs, const at::Tensor& scores,
 at::Tensor mask_owners_cpu(const at::Tensor& probs, const at::Tensor& scores, int64_t offset, bool weighted_area,
                            at::Tensor& best, at::Tensor& owner, const c10::optional<at::Tensor>& own_prob);
 
+// The same owner search on masks (c, h, w) resized bilinearly (align_corners=False, as F.interpolate) to best's
+// (H, W) on the fly, without the (c, H, W) resized masks: probability = sigmoid(resized mask) (sigmoid) or the
+// resized mask itself.
+at::Tensor resized_mask_owners_cpu(const at::Tensor& masks, const at::Tensor& scores, int64_t offset,
+                                   bool weighted_area, bool sigmoid, at::Tensor& best, at::Tensor& owner,
+                                   const c10::optional<at::Tensor>& own_prob);
+
 }  // namespace ops
 }  // namespace oneformer

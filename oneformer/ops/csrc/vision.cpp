@@ -2,8 +2,10 @@
 // CPU / CUDA kernels registered with the PyTorch dispatcher (TORCH_LIBRARY / TORCH_LIBRARY_IMPL), so that eager
 // calls, FakeTensor tracing (torch.compile, torch.export) and AOTInductor all see one op. The fake (meta)
 // implementations and the autograd formula are registered from Python (oneformer/ops/functional.py).
-// Also two CPU inference kernels: oneformer::swin_window_attention (cpu/window_attention_cpu.cpp; its fake
-// implementation in oneformer/ops/window_attention.py) and oneformer::mask_owners_ (cpu/mask_owners_cpu.cpp, used by
+// Also CPU inference kernels: oneformer::swin_window_attention (cpu/window_attention_cpu.cpp; its fake
+// implementation in oneformer/ops/window_attention.py), oneformer::separable_value_attention (the class
+// transformer's attention to the positional encoding; cpu/separable_attention_cpu.cpp, oneformer/ops/
+// separable_attention.py), and oneformer::mask_owners_ / resized_mask_owners_ (cpu/mask_owners_cpu.cpp, used by
 // panoptic post-processing; oneformer/ops/mask_owners.py).
 //
 // Loading the shared library registers the operators: `import oneformer.ops._C` works through the empty Python
@@ -16,6 +18,7 @@
 
 #include "mask_owners.h"
 #include "ms_deform_attn.h"
+#include "separable_attention.h"
 #include "window_attention.h"
 
 namespace oneformer {
@@ -138,6 +141,9 @@ TORCH_LIBRARY(oneformer, m) {
         "int num_heads, float scale, SymInt out_rows) -> Tensor");
   m.def("mask_owners_(Tensor probs, Tensor scores, int offset, bool weighted_area, Tensor(a!) best, "
         "Tensor(b!) owner, Tensor(c!)? own_prob) -> Tensor");
+  m.def("separable_value_attention(Tensor q, Tensor kt, Tensor vy, Tensor vx) -> Tensor");
+  m.def("resized_mask_owners_(Tensor masks, Tensor scores, int offset, bool weighted_area, bool sigmoid, "
+        "Tensor(a!) best, Tensor(b!) owner, Tensor(c!)? own_prob) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(oneformer, CPU, m) {
@@ -145,6 +151,8 @@ TORCH_LIBRARY_IMPL(oneformer, CPU, m) {
   m.impl("ms_deform_attn_backward", &oneformer::ops::backward_cpu);
   m.impl("swin_window_attention", &oneformer::ops::swin_window_attention_cpu);
   m.impl("mask_owners_", &oneformer::ops::mask_owners_cpu);
+  m.impl("resized_mask_owners_", &oneformer::ops::resized_mask_owners_cpu);
+  m.impl("separable_value_attention", &oneformer::ops::separable_value_attention_cpu);
 }
 
 #ifdef WITH_CUDA

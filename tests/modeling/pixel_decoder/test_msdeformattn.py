@@ -446,3 +446,16 @@ def test_position_embedding_normalized_range_and_mask():
     # in padded columns the y cumsum is 0: sin channels 0, cos channels 1
     assert not masked[0, 0:8:2, :, 4:].any()
     assert torch.equal(masked[0, 1:8:2, :, 4:], torch.ones(4, H, 2))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_position_embedding_separable_path_equals_full_map(normalize):
+    # without a mask, y and x are encoded once per row / column and broadcast; an all-valid mask takes the full
+    # (B, H, W) cumulative sums: the values must be bitwise the same
+    pe = PositionEmbeddingSine(128, normalize=normalize)
+    x = torch.zeros(2, 1, 37, 53)
+    fast = pe(x)
+    full = pe(x, torch.zeros(2, 37, 53, dtype=torch.bool))
+    assert fast.shape == full.shape == (2, 256, 37, 53)
+    assert fast.stride() == full.stride()
+    assert torch.equal(fast, full)

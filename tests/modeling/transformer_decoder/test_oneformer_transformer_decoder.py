@@ -49,6 +49,36 @@ def test_eval_shortcut_matches_training_computation():
     assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-5)
 
 
+@pytest.mark.parametrize("onednn", [False, True])
+def test_separable_class_transformer_attention_matches_sdpa(monkeypatch, onednn):
+    """In float32 CPU inference the class transformer attends to its positional-encoding memory through the
+    separable-value kernel; the outputs equal those of the plain attention."""
+    import oneformer.modeling.transformer_decoder.transformer as transformer
+    from oneformer.modeling.cpu_linear import onednn_linear_available, use_onednn_linear
+    from oneformer.ops.separable_attention import separable_kernel_applies
+
+    with torch.no_grad():
+        if not separable_kernel_applies(torch.zeros(1), training=False):
+            pytest.skip("oneformer.ops._C is not built")
+    if onednn and not onednn_linear_available():
+        pytest.skip("this PyTorch has no oneDNN linear op")
+    dec = make_decoder(is_train=False).eval()
+    if onednn:
+        use_onednn_linear(dec)
+    x, mf, tasks = inputs()
+    calls = []
+    kernel = transformer.separable_value_attention
+    monkeypatch.setattr(transformer, "separable_value_attention", lambda *a: calls.append(1) or kernel(*a))
+    with torch.no_grad():
+        got = dec(x, mf, tasks)
+        assert len(calls) == len(dec.class_transformer.decoder.layers)
+        monkeypatch.setattr(transformer, "separable_kernel_applies", lambda x, training: False)
+        ref = dec(x, mf, tasks)
+    assert len(calls) == len(dec.class_transformer.decoder.layers)
+    torch.testing.assert_close(got["pred_logits"], ref["pred_logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got["pred_masks"], ref["pred_masks"], rtol=1e-4, atol=1e-4)
+
+
 def test_query_initialization_wiring():
     """Initial queries = class_transformer(memory = PE(mask features), key offset = class_input_proj(mask features),
     tgt = decoder_norm(task) repeated N-1 times, positions = query_embed[:N-1]) followed by the task token itself."""

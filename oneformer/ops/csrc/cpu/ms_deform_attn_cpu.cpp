@@ -112,16 +112,10 @@ void forward_range(const T* value, const int64_t* shapes, const int64_t* starts,
 template <>
 void forward_range<float>(ONEFORMER_FORWARD_ROWS_ARGS) {
 #ifdef ONEFORMER_X86_DISPATCH
-  switch (vec::best_isa()) {
-    case vec::Isa::kAvx512:
-      return forward_rows_avx512(ONEFORMER_FORWARD_ROWS_CALL);
-    case vec::Isa::kAvx2:
-      return forward_rows_avx2(ONEFORMER_FORWARD_ROWS_CALL);
-    default:
-      break;
-  }
-#endif
+  vec::pick_isa(forward_rows_avx512, forward_rows_avx2, forward_rows<float>)(ONEFORMER_FORWARD_ROWS_CALL);
+#else
   forward_rows<float>(ONEFORMER_FORWARD_ROWS_CALL);
+#endif
 }
 
 template <typename T>

@@ -40,10 +40,11 @@ ONEFORMER_INLINE V splat(float x) {
   return V{} + x;
 }
 
-// exp(x) for x <= 0 (Cephes' expf: n = round(x / ln 2), a degree-5 polynomial in x - n ln 2, 2^n from the exponent
-// bits; about 1 ulp). Inputs below -87.3 give ~1e-38 instead of denormals.
+// exp(x) for x <= 88.5 (Cephes' expf: n = round(x / ln 2), a degree-5 polynomial in x - n ln 2, 2^n from the
+// exponent bits; about 1 ulp). Inputs below -87.3 give ~1e-38 instead of denormals; from 88.38 on, n = 128 makes
+// the result inf, a little before expf overflows (88.72).
 template <class V, class VI>
-ONEFORMER_INLINE V exp_nonpositive(V x) {
+ONEFORMER_INLINE V exp_below_88(V x) {
   const V lo = splat<V>(-87.3f);
   x = x < lo ? lo : x;
   const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding and subtracting it rounds to an integer
@@ -61,6 +62,13 @@ ONEFORMER_INLINE V exp_nonpositive(V x) {
   V two_n;
   std::memcpy(&two_n, &bits, sizeof(V));
   return p * two_n;
+}
+
+// exp(x) for any x (see exp_below_88): inf from 88.38 on; NaN stays NaN.
+template <class V, class VI>
+ONEFORMER_INLINE V exp_any(V x) {
+  const V hi = splat<V>(88.5f);
+  return exp_below_88<V, VI>(x > hi ? hi : x);
 }
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
@@ -91,6 +99,19 @@ inline Isa best_isa() {
     return best;
   }();
   return isa;
+}
+
+// The variant of a kernel for the widest instruction set that this CPU runs (best_isa), given the ones built.
+template <class Fn>
+inline Fn pick_isa(Fn avx512, Fn avx2, Fn baseline) {
+  switch (best_isa()) {
+    case Isa::kAvx512:
+      return avx512;
+    case Isa::kAvx2:
+      return avx2;
+    default:
+      return baseline;
+  }
 }
 
 }  // namespace vec

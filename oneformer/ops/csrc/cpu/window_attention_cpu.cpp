@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "micro_gemm.h"
 #include "vec.h"
 #include "window_attention.h"
 
@@ -21,47 +22,12 @@ namespace oneformer {
 namespace ops {
 namespace {
 
-using vec::exp_nonpositive;
+using vec::exp_below_88;
+using vec::gemm;
 using vec::load;
 using vec::splat;
 using vec::store;
 using vec::VecTypes;
-
-// C[r][c] = sum_k A[r][k] * B[k][c] for RB rows and J vectors of W columns, accumulated in registers.
-template <class V, int W, int RB, int J>
-ONEFORMER_INLINE void micro_gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
-                                 int64_t ldc) {
-  V acc[RB][J];
-  for (int r = 0; r < RB; ++r)
-    for (int j = 0; j < J; ++j) acc[r][j] = V{};
-  for (int64_t k = 0; k < K; ++k) {
-    V b[J];
-    for (int j = 0; j < J; ++j) b[j] = load<V>(B + k * ldb + j * W);
-    for (int r = 0; r < RB; ++r) {
-      const V a = splat<V>(A[r * lda + k]);
-      for (int j = 0; j < J; ++j) acc[r][j] += a * b[j];
-    }
-  }
-  for (int r = 0; r < RB; ++r)
-    for (int j = 0; j < J; ++j) store<V>(C + r * ldc + j * W, acc[r][j]);
-}
-
-// C (M x cols) = A (M x K) B (K x cols), cols a multiple of W.
-template <class V, int W, int RB, int J>
-ONEFORMER_INLINE void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t K,
-                           int64_t cols, float* C, int64_t ldc) {
-  int64_t c = 0;
-  for (; c + J * W <= cols; c += J * W) {
-    int64_t r = 0;
-    for (; r + RB <= M; r += RB) micro_gemm<V, W, RB, J>(A + r * lda, lda, B + c, ldb, K, C + r * ldc + c, ldc);
-    for (; r < M; ++r) micro_gemm<V, W, 1, J>(A + r * lda, lda, B + c, ldb, K, C + r * ldc + c, ldc);
-  }
-  for (; c < cols; c += W) {
-    int64_t r = 0;
-    for (; r + RB <= M; r += RB) micro_gemm<V, W, RB, 1>(A + r * lda, lda, B + c, ldb, K, C + r * ldc + c, ldc);
-    for (; r < M; ++r) micro_gemm<V, W, 1, 1>(A + r * lda, lda, B + c, ldb, K, C + r * ldc + c, ldc);
-  }
-}
 
 struct Problem {
   const float* qkv;           // (rows, 3C)
@@ -94,7 +60,7 @@ ONEFORMER_INLINE float softmax_row(float* s, const float* bias, const float* mas
   const V vm = splat<V>(m);
   V vsum = V{};
   for (c = 0; c + W <= N; c += W) {
-    const V e = exp_nonpositive<V, VI>(load<V>(s + c) - vm);
+    const V e = exp_below_88<V, VI>(load<V>(s + c) - vm);
     store<V>(s + c, e);
     vsum += e;
   }
@@ -174,16 +140,10 @@ ONEFORMER_TARGET_AVX512 void run_avx512(const Problem& p, int64_t begin, int64_t
 
 void run(const Problem& p, int64_t begin, int64_t end) {
 #ifdef ONEFORMER_X86_DISPATCH
-  switch (vec::best_isa()) {
-    case vec::Isa::kAvx512:
-      return run_avx512(p, begin, end);
-    case vec::Isa::kAvx2:
-      return run_avx2(p, begin, end);
-    default:
-      break;
-  }
-#endif
+  vec::pick_isa(run_avx512, run_avx2, run_baseline)(p, begin, end);
+#else
   run_baseline(p, begin, end);
+#endif
 }
 
 // Every output row must come from exactly one window position (else rows would be left unset, or written by two
