@@ -12,7 +12,7 @@ used). Schema and kernel: oneformer/ops/csrc (C++); the fake implementation is r
 import torch
 
 from .functional import _C
-from .window_attention import window_kernel_applies
+from .window_attention import register_inference_kernel, window_kernel_applies
 
 __all__ = ["OP_NAME", "separable_kernel_applies", "separable_value_attention"]
 
@@ -45,16 +45,6 @@ def _fake(q, kt, vy, vx):
     return q.new_empty(q.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    pass
-
-
-def _backward(ctx, grad_output):
-    raise RuntimeError(
-        "oneformer::separable_value_attention is an inference kernel and has no backward; the class transformer uses "
-        "scaled_dot_product_attention when gradients are needed (see separable_kernel_applies)")
-
-
 if _AVAILABLE:
-    torch.library.register_fake(OP_NAME)(_fake)
-    torch.library.register_autograd(OP_NAME, _backward, setup_context=_setup_context)
+    register_inference_kernel(OP_NAME, _fake, "the class transformer uses scaled_dot_product_attention when "
+                                              "gradients are needed (see separable_kernel_applies)")

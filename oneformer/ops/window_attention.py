@@ -61,16 +61,16 @@ def _fake(qkv, index, bias, masks, mask_index, num_heads, scale, out_rows):
     return qkv.new_empty((out_rows, qkv.shape[1] // 3))
 
 
-def _setup_context(ctx, inputs, output):
-    pass
+def register_inference_kernel(op_name: str, fake, fallback: str) -> None:
+    """Register ``fake`` as the fake implementation of the inference-only operator ``op_name`` and an autograd
+    formula that raises, naming ``fallback`` (what the model uses instead when gradients are needed)."""
+    def backward(ctx, grad_output):
+        raise RuntimeError(f"{op_name} is an inference kernel and has no backward; {fallback}")
 
-
-def _backward(ctx, grad_output):
-    raise RuntimeError(
-        "oneformer::swin_window_attention is an inference kernel and has no backward; the Swin backbone uses "
-        "scaled_dot_product_attention when gradients are needed (see window_kernel_applies)")
+    torch.library.register_fake(op_name)(fake)
+    torch.library.register_autograd(op_name, backward, setup_context=lambda ctx, inputs, output: None)
 
 
 if _AVAILABLE:
-    torch.library.register_fake(OP_NAME)(_fake)
-    torch.library.register_autograd(OP_NAME, _backward, setup_context=_setup_context)
+    register_inference_kernel(OP_NAME, _fake, "the Swin backbone uses scaled_dot_product_attention when gradients "
+                                              "are needed (see window_kernel_applies)")

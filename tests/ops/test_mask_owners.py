@@ -188,7 +188,7 @@ def test_resized_opcheck():
 @pytest.mark.parametrize("mutate,words", [
     (lambda a: a.update(masks=a["masks"][0]), "masks must be (c, h, w)"),
     (lambda a: a.update(masks=a["masks"][:, :0]), "have no pixels to resize"),
-    (lambda a: a.update(masks=a["masks"].double()), "probs must be float32"),
+    (lambda a: a.update(masks=a["masks"].double()), "resized_mask_owners_: masks must be float32"),
     (lambda a: a.update(best=a["best"].flatten()), "best must be (H, W)"),
     (lambda a: a.update(owner=a["owner"][:-1]), "owner must be a contiguous int32 tensor of 60 pixels"),
     (lambda a: a.update(scores=a["scores"][:2]), "scores must be float32 (c,)"),

@@ -228,7 +228,8 @@ class SwinTransformerBlock(nn.Module):
     def forward(self, x, H: int, W: int, attn_mask=None, window_index=None):
         """x (B, H*W, C) -> (B, H*W, C). ``attn_mask``: the stage's shift mask (used when shifted);
         ``window_index``: :func:`window_gather_index` for this block's shift (computed here when None), optionally
-        grouped (a third item: the groups that :meth:`WindowAttention.attend` takes)."""
+        grouped (a third item: the groups that :meth:`WindowAttention.attend` takes); where the CPU kernel applies
+        (the stage makes the same test), :func:`kernel_window_index` instead."""
         B, L, C = x.shape
         tracing = _tracing()
         assert tracing or L == H * W, f"input has {L} tokens, expected H*W = {H}*{W}"
@@ -258,14 +259,9 @@ class SwinTransformerBlock(nn.Module):
         """Window attention before the output projection on the CPU kernel (:func:`swin_window_attention`), which
         reads the windows through the gather index and writes token order: (B, H*W, C) -> (B, H*W, C)."""
         B, L, C = x.shape
-        ws = self.window_size
         if window_index is None:
-            window_index = window_gather_index(B, H, W, ws, self.shift_size, x.device)
-        index = window_index[0]
-        masks = kinds = None
-        if self.shift_size > 0:  # each window's shift mask is the mask of its kind (see window_type_masks)
-            masks = window_type_masks(ws, self.shift_size, x.device)
-            kinds = window_kinds(B, H, W, ws, x.device)
+            window_index = kernel_window_index(B, H, W, self.window_size, self.shift_size, x.device)
+        index, masks, kinds = window_index
         out = swin_window_attention(self._qkv_rows(x, index), index, self.attn.position_bias(), masks, kinds,
                                     self.attn.num_heads, self.attn.scale, B * L)
         return out.view(B, L, C)
@@ -355,6 +351,16 @@ def window_gather_index(B: int, H: int, W: int, window_size: int, shift_size: in
     inverse = rank[inverse // N] * N + inverse % N
     counts = (B * (n_rows - 1) * (n_cols - 1), B * (n_cols - 1), B * (n_rows - 1), B)
     return index, inverse, (counts, window_type_masks(ws, shift_size, device))
+
+
+def kernel_window_index(B: int, H: int, W: int, window_size: int, shift_size: int, device):
+    """What the CPU window-attention kernel takes for one window layout: the gather index of
+    :func:`window_gather_index`, and for a shifted layout the masks of the four window kinds and each window's kind
+    (:func:`window_type_masks`, :func:`window_kinds`; else None, None). Computed once per stage and shift."""
+    index = window_gather_index(B, H, W, window_size, shift_size, device)[0]
+    if shift_size == 0:
+        return index, None, None
+    return index, window_type_masks(window_size, shift_size, device), window_kinds(B, H, W, window_size, device)
 
 
 def window_kinds(B: int, H: int, W: int, window_size: int, device) -> torch.Tensor:
@@ -480,8 +486,11 @@ class BasicLayer(nn.Module):
         index = {}
         if not _tracing() or grouped or kernel:  # the gather indices of both window layouts, shared
             for shift in {blk.shift_size for blk in self.blocks}:
-                index[shift] = window_gather_index(x.shape[0], H, W, self.window_size, shift, x.device,
-                                                   grouped=grouped and shift > 0)
+                if kernel:
+                    index[shift] = kernel_window_index(x.shape[0], H, W, self.window_size, shift, x.device)
+                else:
+                    index[shift] = window_gather_index(x.shape[0], H, W, self.window_size, shift, x.device,
+                                                       grouped=grouped and shift > 0)
         for blk in self.blocks:
             idx = index.get(blk.shift_size)
             if self.use_checkpoint and x.requires_grad:

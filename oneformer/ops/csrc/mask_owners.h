@@ -7,10 +7,12 @@
 namespace oneformer {
 namespace ops {
 
-// Raises a c10::Error naming the problem for inputs that do not follow the schema's contract.
-void check_mask_owners_inputs(const at::Tensor& probs, const at::Tensor& scores, int64_t offset,
-                              const at::Tensor& best, const at::Tensor& owner,
-                              const c10::optional<at::Tensor>& own_prob);
+// Raises a c10::Error naming the problem (prefixed with the operator ``op``) for inputs that do not follow the
+// schema's contract: ``probs`` (called ``what``) float32 (c, ...) on the CPU, scores float32 (c,), and best, owner
+// (int32) and own_prob contiguous with P pixels each.
+void check_owner_search_inputs(const char* op, const char* what, const at::Tensor& probs, int64_t P,
+                               const at::Tensor& scores, int64_t offset, const at::Tensor& best,
+                               const at::Tensor& owner, const c10::optional<at::Tensor>& own_prob);
 
 // probs (c, ...) mask probabilities of queries offset .. offset + c - 1, scores (c,) their class scores; best, owner
 // (int32) and own_prob (optional) hold, per pixel, the largest score x probability so far, its query and that

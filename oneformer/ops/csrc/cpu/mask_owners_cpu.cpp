@@ -303,35 +303,35 @@ void run_resized(const Resized& r, int64_t Y0, int64_t Y1, int64_t* area) {
 
 }  // namespace
 
-void check_mask_owners_inputs(const at::Tensor& probs, const at::Tensor& scores, int64_t offset,
-                              const at::Tensor& best, const at::Tensor& owner,
-                              const c10::optional<at::Tensor>& own_prob) {
-  TORCH_CHECK(probs.dim() >= 1 && probs.scalar_type() == at::kFloat,
-              "mask_owners_: probs must be float32 (c, ...), got ", probs.scalar_type(), " ", probs.sizes());
-  const int64_t c = probs.size(0), P = c ? probs.numel() / c : 0;
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == c && scores.scalar_type() == at::kFloat,
-              "mask_owners_: scores must be float32 (c,) = (", c, ",), got ", scores.scalar_type(), " ",
-              scores.sizes());
-  TORCH_CHECK(best.numel() == P && best.scalar_type() == at::kFloat && best.is_contiguous(),
-              "mask_owners_: best must be a contiguous float32 tensor of ", P, " pixels, got ", best.scalar_type(),
-              " ", best.sizes());
-  TORCH_CHECK(owner.numel() == P && owner.scalar_type() == at::kInt && owner.is_contiguous(),
-              "mask_owners_: owner must be a contiguous int32 tensor of ", P, " pixels, got ", owner.scalar_type(),
-              " ", owner.sizes());
+void check_owner_search_inputs(const char* op, const char* what, const at::Tensor& probs, int64_t P,
+                               const at::Tensor& scores, int64_t offset, const at::Tensor& best,
+                               const at::Tensor& owner, const c10::optional<at::Tensor>& own_prob) {
+  TORCH_CHECK(probs.dim() >= 1 && probs.scalar_type() == at::kFloat, op, ": ", what, " must be float32 (c, ...), got ",
+              probs.scalar_type(), " ", probs.sizes());
+  const int64_t c = probs.size(0);
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == c && scores.scalar_type() == at::kFloat, op,
+              ": scores must be float32 (c,) = (", c, ",), got ", scores.scalar_type(), " ", scores.sizes());
+  TORCH_CHECK(best.numel() == P && best.scalar_type() == at::kFloat && best.is_contiguous(), op,
+              ": best must be a contiguous float32 tensor of ", P, " pixels, got ", best.scalar_type(), " ",
+              best.sizes());
+  TORCH_CHECK(owner.numel() == P && owner.scalar_type() == at::kInt && owner.is_contiguous(), op,
+              ": owner must be a contiguous int32 tensor of ", P, " pixels, got ", owner.scalar_type(), " ",
+              owner.sizes());
   if (own_prob.has_value()) {
-    TORCH_CHECK(own_prob->numel() == P && own_prob->scalar_type() == at::kFloat && own_prob->is_contiguous(),
-                "mask_owners_: own_prob must be a contiguous float32 tensor of ", P, " pixels, got ",
-                own_prob->scalar_type(), " ", own_prob->sizes());
+    TORCH_CHECK(own_prob->numel() == P && own_prob->scalar_type() == at::kFloat && own_prob->is_contiguous(), op,
+                ": own_prob must be a contiguous float32 tensor of ", P, " pixels, got ", own_prob->scalar_type(), " ",
+                own_prob->sizes());
   }
-  TORCH_CHECK(offset >= 0 && offset + c <= INT32_MAX, "mask_owners_: offset ", offset, " out of range");
+  TORCH_CHECK(offset >= 0 && offset + c <= INT32_MAX, op, ": offset ", offset, " out of range");
   for (const at::Tensor* t : {&probs, &scores, &best, &owner}) {
-    TORCH_CHECK(t->device().is_cpu(), "mask_owners_: CPU tensors only, got one on ", t->device());
+    TORCH_CHECK(t->device().is_cpu(), op, ": CPU tensors only, got one on ", t->device());
   }
 }
 
 at::Tensor mask_owners_cpu(const at::Tensor& probs, const at::Tensor& scores, int64_t offset, bool weighted_area,
                            at::Tensor& best, at::Tensor& owner, const c10::optional<at::Tensor>& own_prob) {
-  check_mask_owners_inputs(probs, scores, offset, best, owner, own_prob);
+  const int64_t pixels = probs.dim() >= 1 && probs.size(0) ? probs.numel() / probs.size(0) : 0;
+  check_owner_search_inputs("mask_owners_", "probs", probs, pixels, scores, offset, best, owner, own_prob);
   const auto probs_c = probs.contiguous(), scores_c = scores.contiguous();
   const int64_t c = probs.size(0);
   auto area = at::zeros({c}, probs.options().dtype(at::kLong));
@@ -353,8 +353,8 @@ at::Tensor resized_mask_owners_cpu(const at::Tensor& masks, const at::Tensor& sc
   const int64_t c = masks.size(0), h = masks.size(1), w = masks.size(2), H = best.size(0), W = best.size(1);
   TORCH_CHECK(c == 0 || (h > 0 && w > 0), "resized_mask_owners_: masks (", c, ", ", h, ", ", w,
               ") have no pixels to resize");
-  // the same contract as mask_owners_ on the resized (c, H, W) probabilities
-  check_mask_owners_inputs(masks.as_strided({c, H, W}, {0, 0, 0}), scores, offset, best, owner, own_prob);
+  // the same contract as mask_owners_, for the resized (H, W) pixels
+  check_owner_search_inputs("resized_mask_owners_", "masks", masks, H * W, scores, offset, best, owner, own_prob);
   const auto masks_c = masks.contiguous(), scores_c = scores.contiguous();
   auto area = at::zeros({c}, masks.options().dtype(at::kLong));
   if (c == 0 || best.numel() == 0) return area;
