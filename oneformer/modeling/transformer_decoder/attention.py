@@ -18,6 +18,14 @@ from ..cpu_linear import OneDNNLinear, onednn_feature_product, onednn_linear
 __all__ = ["multi_head_attention", "separable_value_attention"]
 
 
+def _in_projections(mha: nn.MultiheadAttention):
+    """The packed input projections of ``mha``: (w_q, w_k, w_v), (b_q, b_k, b_v) (Nones without bias), and the
+    linear to apply them with (oneDNN's for a model switched to oneDNN CPU linears, MODEL.CPU_LINEAR_BACKEND)."""
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+    linear = onednn_linear if isinstance(mha.out_proj, OneDNNLinear) else F.linear
+    return mha.in_proj_weight.chunk(3), biases, linear
+
+
 def multi_head_attention(
     mha: nn.MultiheadAttention,
     query: torch.Tensor,
@@ -38,13 +46,7 @@ def multi_head_attention(
     Lq, B, C = query.shape
     Lk = key.shape[0]
     h = mha.num_heads
-    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
-    if mha.in_proj_bias is not None:
-        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
-    else:
-        b_q = b_k = b_v = None
-    # a model switched to oneDNN CPU linears (MODEL.CPU_LINEAR_BACKEND) projects the inputs that way too
-    linear = onednn_linear if isinstance(mha.out_proj, OneDNNLinear) else F.linear
+    (w_q, w_k, w_v), (b_q, b_k, b_v), linear = _in_projections(mha)
     # (L, B, C) -> (B, h, L, C/h)
     q = linear(query, w_q, b_q).view(Lq, B, h, C // h).permute(1, 2, 0, 3)
     k = linear(key, w_k, b_k).view(Lk, B, h, C // h).permute(1, 2, 0, 3)
@@ -84,15 +86,12 @@ def separable_value_attention(
     Lq, B, C = query.shape
     h = mha.num_heads
     d = C // h
-    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
-    b_q, _, b_v = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
-    onednn = isinstance(mha.out_proj, OneDNNLinear)
-    linear = onednn_linear if onednn else F.linear
+    (w_q, w_k, w_v), (b_q, _, b_v), linear = _in_projections(mha)
     q = (linear(query, w_q, b_q) * d**-0.5).view(Lq, B, h, d).permute(1, 2, 0, 3)  # SDPA's scale
     # keys transposed, (B, C, H*W), without the key bias: it adds q·b_k to all of a query's scores, which the
     # softmax cancels
     key_t = key.permute(1, 2, 0)
-    if onednn:
+    if linear is onednn_linear:
         kt = onednn_feature_product(w_k.expand(B, C, C), key_t)
     else:
         kt = torch.matmul(w_k, key_t)
