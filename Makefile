@@ -1,45 +1,68 @@
-# One-command setup: `make test` or `make demo` on a fresh machine creates .venv/, installs everything, builds the op.
-# Re-running when everything is in place only checks time stamps under .stamps/.
+# One-command setup: `make test` or `make demo` on a fresh machine creates a venv, installs everything, builds the op.
+# Re-running when everything is in place only checks time stamps (kept in the venv, under .stamps/).
+#   PYTHON=python3.13     the interpreter for the venv (a name on PATH, or any version pyenv has installed)
+#   VENV=.venv-py313      where the venv goes (default .venv; one venv per Python)
+#   CONSTRAINTS=FILE      a pip constraints file, e.g. tools/constraints-oldest.txt (the oldest supported stack);
+#                         without it pip takes the newest releases within pyproject.toml's ranges
 PYTHON ?= python3
 VENV ?= .venv
+CONSTRAINTS ?=
 PY := $(VENV)/bin/python
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-STAMPS := .stamps
+PYTHON_EXE := $(shell sh tools/find_python.sh $(PYTHON))
+STAMPS := $(VENV)/.stamps
+PIP := $(PY) -m pip --disable-pip-version-check
+CONSTRAINT_ARGS := $(if $(CONSTRAINTS),-c $(abspath $(CONSTRAINTS)))
 OP_SOURCES := $(wildcard oneformer/ops/csrc/*.h oneformer/ops/csrc/*.cpp oneformer/ops/csrc/cpu/*.h oneformer/ops/csrc/cpu/*.cpp oneformer/ops/csrc/cuda/*.cu)
+# the in-place build of the op: rebuilt for this venv when another venv (another torch) built it last
+OP_LIBRARY := $(wildcard oneformer/ops/_C*.so)
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo benchmark cuda-build-check clean
+.PHONY: setup check-python test demo benchmark cuda-build-check clean
 
-setup: $(STAMPS)/package
+setup: check-python $(STAMPS)/package
+
+# An existing venv made with another Python than the one asked for (PYTHON=... on the command line) is not reused.
+check-python:
+	@if [ -z "$(PYTHON_EXE)" ]; then echo "make: no Python interpreter '$(PYTHON)' found (PATH or pyenv)" >&2; exit 2; fi
+	@if [ -x $(PY) ] && [ "$(origin PYTHON)" != "default" ] && [ "$(origin PYTHON)" != "file" ]; then \
+		want=$$($(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+		have=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+		if [ "$$want" != "$$have" ]; then \
+			echo "make: $(VENV) has Python $$have, not $$want ($(PYTHON)): choose another VENV=... or remove $(VENV)" >&2; \
+			exit 2; \
+		fi; \
+	fi
 
 # The venv sees the base interpreter's packages only when that interpreter already has detectron2, so a detectron2
 # built from its repository is reused instead of replaced.
 $(STAMPS)/venv:
-	@mkdir -p $(STAMPS)
 	@if [ ! -x $(PY) ]; then \
-		if $(PYTHON) -c "import detectron2" 2>/dev/null; then \
-			echo "$(PYTHON) has detectron2: creating $(VENV) with --system-site-packages"; \
-			$(PYTHON) -m venv --system-site-packages $(VENV); \
+		if $(PYTHON_EXE) -c "import detectron2" 2>/dev/null; then \
+			echo "$(PYTHON_EXE) has detectron2: creating $(VENV) with --system-site-packages"; \
+			$(PYTHON_EXE) -m venv --system-site-packages $(VENV); \
 		else \
-			$(PYTHON) -m venv $(VENV); \
+			echo "creating $(VENV) with $(PYTHON_EXE)"; \
+			$(PYTHON_EXE) -m venv $(VENV); \
 		fi; \
 	fi
+	@mkdir -p $(STAMPS)
 	@touch $@
 
-$(STAMPS)/torch: $(STAMPS)/venv
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	@touch $@
-
-$(STAMPS)/deps: $(STAMPS)/torch requirements.txt requirements-test.txt tools/install_detectron2.sh
-	sh tools/install_detectron2.sh $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check --prefer-binary -r requirements.txt -r requirements-test.txt
+# Every range (Python, torch, numpy, the rest, the extras) comes from pyproject.toml. This first install resolves and
+# installs them (torch included) without compiling anything: the build of the op needs torch installed beforehand,
+# and --no-build-isolation keeps pip from downloading a second torch into a build environment.
+$(STAMPS)/deps: $(STAMPS)/venv pyproject.toml tools/install_detectron2.sh $(CONSTRAINTS)
+	$(PIP) install -q $(CONSTRAINT_ARGS) "setuptools>=64" wheel
+	ONEFORMER_NO_EXT=1 $(PIP) install -q --prefer-binary --no-build-isolation $(CONSTRAINT_ARGS) -e ".[test]"
+	sh tools/install_detectron2.sh $(PY) $(CONSTRAINT_ARGS)
 	@touch $@
 
 # Editable install; compiles oneformer.ops._C in place (CPU kernels; CUDA ones too where a toolkit and a GPU exist).
-$(STAMPS)/package: $(STAMPS)/deps setup.py pyproject.toml $(OP_SOURCES)
+$(STAMPS)/package: $(STAMPS)/deps setup.py pyproject.toml $(OP_SOURCES) $(OP_LIBRARY)
 	@rm -f oneformer/ops/_C.cpython-*.so  # a build of the earlier pybind11 module would shadow the abi3 library
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(PIP) install -q --no-build-isolation --no-deps -e .
 	@$(PY) -c "from oneformer.ops import extension_status as s; st = s(); assert st['built'], st; print('oneformer.ops._C:', st)"
+	@$(PY) -c "import sys, numpy, torch, cv2; print('stack: Python %d.%d.%d' % sys.version_info[:3], '| torch', torch.__version__, '| numpy', numpy.__version__, '| opencv', cv2.__version__)"
 	@touch $@
 
 # The web app's browser test (tests/demo/test_app.py) drives Debian's headless Chromium through ChromeDriver: installed
@@ -70,10 +93,10 @@ benchmark: setup
 # Compiles the CUDA kernels in a scratch copy (FORCE_CUDA=1, no GPU needed); the in-place CPU build is untouched.
 cuda-build-check: setup
 	rm -rf build/cuda-check && mkdir -p build/cuda-check
-	cp -r setup.py pyproject.toml oneformer build/cuda-check/
+	cp -r setup.py pyproject.toml README.md oneformer build/cuda-check/
 	find build/cuda-check -name '_C*.so' -delete
-	cd build/cuda-check && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" ../../$(PY) setup.py -q build_ext --inplace
-	cd build/cuda-check && ../../$(PY) -c "from oneformer.ops import extension_status as s; st = s(); assert st['cuda'], st; print('CUDA build OK:', st)"
+	cd build/cuda-check && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" $(abspath $(PY)) setup.py -q build_ext --inplace
+	cd build/cuda-check && $(abspath $(PY)) -c "from oneformer.ops import extension_status as s; st = s(); assert st['cuda'], st; print('CUDA build OK:', st)"
 
 clean:
-	rm -rf build $(STAMPS) oneformer/ops/_C*.so *.egg-info
+	rm -rf build $(STAMPS) .stamps oneformer/ops/_C*.so *.egg-info

@@ -1,4 +1,4 @@
-"""Build and install OneFormer.
+"""Build OneFormer's compiled extension (the package's metadata and dependency ranges are in pyproject.toml).
 
 The multi-scale deformable attention op is compiled as the extension ``oneformer.ops._C``, a library that registers
 the PyTorch operators ``torch.ops.oneformer.ms_deform_attn`` / ``ms_deform_attn_backward`` when it is imported:
@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("oneformer", "ops", "csrc")
 # Used only when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset (Turing .. Hopper, PTX for newer GPUs).
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
-PY_LIMITED_API_HEX = "0x03090000"  # the oldest Python supported (python_requires)
+PY_LIMITED_API_HEX = "0x030A0000"  # the oldest Python supported (requires-python in pyproject.toml)
 
 
 def _has_cuda_headers(home):
@@ -79,7 +79,7 @@ def get_extensions():
 
     sources = [os.path.join(CSRC, "vision.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     # The library registers torch operators and uses only the stable Python ABI (an empty module to import), so one
-    # build serves every Python >= 3.9 (PyTorch's custom C++/CUDA operator guide).
+    # build serves every Python >= 3.10 (PyTorch's custom C++/CUDA operator guide).
     define_macros = [("Py_LIMITED_API", PY_LIMITED_API_HEX)]
     extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
     extension = CppExtension
@@ -106,28 +106,9 @@ def get_extensions():
 
 ext_modules, cmdclass = get_extensions()
 
+# Everything else (name, version, Python and dependency ranges, extras, packages) is declared in pyproject.toml.
 setup(
-    name="oneformer",
-    version="0.1.0",
-    description="OneFormer (universal image segmentation) as a Detectron2 extension",
-    python_requires=">=3.9",
-    packages=find_packages(include=["oneformer", "oneformer.*"]),
-    package_data={"oneformer": ["data/*.txt.gz"]},
-    # torch and detectron2 are installed first (see README / `make setup`): detectron2 is not on PyPI under its
-    # own name and torch must match the build of the extension.
-    install_requires=[
-        "fvcore",
-        "pycocotools",
-        "cityscapesscripts",
-        "opencv-python",
-        "ftfy",
-        "regex",
-        "scipy",
-    ],
-    # the web app (demo/app.py)
-    extras_require={"app": ["gradio>=5,<7"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
-    zip_safe=False,
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {},
 )

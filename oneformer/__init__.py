@@ -7,11 +7,19 @@ and the original datasets with their metadata, and re-exports the config adders.
 """
 import warnings
 
+import torch
+
+# the oldest torch tested (CI's oldest stack; pyproject.toml declares the same range)
+MIN_TORCH = (2, 11)
+if tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < MIN_TORCH:
+    raise ImportError(f"oneformer needs torch >= {'.'.join(map(str, MIN_TORCH))}, found {torch.__version__}: "
+                      "pip install 'torch>=2.11,<2.15' torchvision")
+
 with warnings.catch_warnings():
     # fvcore.nn.focal_loss and detectron2.modeling.box_regression call torch.jit.script when imported, which torch 2.14
     # answers with a deprecation note on every run; this package uses neither TorchScript function, so importing
     # them here first keeps the note out of every OneFormer command (a later torch.jit.script call still warns)
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")  # torch 2.11: a DeprecationWarning
     import fvcore.nn  # noqa: F401
     import detectron2.modeling  # noqa: F401
 

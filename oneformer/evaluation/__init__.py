@@ -2,16 +2,19 @@
 
 - ``build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)``: see ``build.py``.
 - ``InstanceSegEvaluator``: COCO mask AP when thing ids are not 0..T-1 (ADE20K panoptic, 150-class ids).
-- ``CityscapesInstanceEvaluator``: class names from the model's 19-class space.
+- ``CityscapesInstanceEvaluator``: class names from the model's 19-class space; with ``CityscapesSemSegEvaluator``,
+  cityscapesscripts' evaluation on numpy 2.
+- ``load_sem_seg_labels``: SemSegEvaluator's ground-truth loader on numpy 2.
 - ``DetectionCOCOEvaluator``: box AP of the "box_instances" output (MODEL.TEST.DETECTION_ON).
 
 Everything else is Detectron2's (SemSegEvaluator, COCOPanopticEvaluator, COCOEvaluator(tasks=("segm",)),
-CityscapesSemSegEvaluator, DatasetEvaluators, inference_on_dataset).
+DatasetEvaluators, inference_on_dataset).
 """
 from .build import EVALUATOR_TASKS, EVALUATOR_TYPES, build_oneformer_evaluator
-from .cityscapes_evaluation import CityscapesInstanceEvaluator
+from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .detection_evaluation import DetectionCOCOEvaluator
 from .instance_evaluation import InstanceSegEvaluator
+from .sem_seg_loading import load_sem_seg_labels
 
 __all__ = [
     "build_oneformer_evaluator",
@@ -19,5 +22,7 @@ __all__ = [
     "EVALUATOR_TYPES",
     "InstanceSegEvaluator",
     "CityscapesInstanceEvaluator",
+    "CityscapesSemSegEvaluator",
+    "load_sem_seg_labels",
     "DetectionCOCOEvaluator",
 ]

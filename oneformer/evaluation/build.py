@@ -14,6 +14,9 @@ cityscapes_instance            CityscapesInstanceEvaluator
 cityscapes_sem_seg             CityscapesSemSegEvaluator
 =============================  =====================================================================================
 
+SemSegEvaluator reads its ground truth with ``load_sem_seg_labels`` and the Cityscapes evaluators are the project's
+subclasses, so that both run on numpy 2 (see those modules).
+
 Semantic evaluators need SEMANTIC_ON, panoptic PANOPTIC_ON, instance INSTANCE_ON, detection DETECTION_ON (without
 the output an evaluator would fail on the first image). ``tasks`` restricts the selection further (the semantic TTA
 run uses ``tasks=("semantic",)``). The COCO-json evaluators (COCOEvaluator, InstanceSegEvaluator,
@@ -26,16 +29,16 @@ import os
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
-    CityscapesSemSegEvaluator,
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
 )
 
-from .cityscapes_evaluation import CityscapesInstanceEvaluator
+from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .detection_evaluation import DetectionCOCOEvaluator
 from .instance_evaluation import InstanceSegEvaluator
+from .sem_seg_loading import load_sem_seg_labels
 
 __all__ = ["build_oneformer_evaluator", "EVALUATOR_TASKS", "EVALUATOR_TYPES", "NO_INSTANCE_JSON_FIX"]
 
@@ -104,7 +107,9 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
             else:
                 evaluators.append(factory())
 
-    semseg = lambda: SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)  # noqa: E731
+    semseg = lambda: SemSegEvaluator(  # noqa: E731
+        dataset_name, distributed=True, output_dir=output_folder, sem_seg_loading_fn=load_sem_seg_labels
+    )
     panoptic = lambda: COCOPanopticEvaluator(dataset_name, output_folder)  # noqa: E731
     coco_segm = lambda: COCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_folder)  # noqa: E731
     coco_bbox = lambda: DetectionCOCOEvaluator(  # noqa: E731

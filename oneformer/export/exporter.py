@@ -113,8 +113,8 @@ def _quiet_export():
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export",
                                 category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated",
-                                category=FutureWarning)
+        # a FutureWarning in torch 2.14, a DeprecationWarning in 2.11
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.functional")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"oneformer\.ops\.modules")
         yield

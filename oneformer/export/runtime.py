@@ -39,7 +39,7 @@ __all__ = ["ExportedOneFormer", "read_metadata"]
 
 def _jit_load(path, map_location, extra):
     with warnings.catch_warnings():  # TorchScript files are what this loads: the deprecation note says nothing new
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")  # any category (torch 2.11)
         return torch.jit.load(path, map_location=map_location, _extra_files=extra)
 
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..utils.tracing import is_tracing
+from ..utils.tracing import is_exporting, is_tracing
 
 __all__ = ["CPU_LINEAR_BACKENDS", "OneDNNLinear", "frozen_graph", "onednn_linear", "onednn_linear_available",
            "onednn_feature_product", "row_chunked", "use_onednn_linear"]
@@ -92,7 +92,7 @@ def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def _in_frozen_graph() -> bool:
     """Capturing a graph for torch.compile with frozen weights (see :func:`frozen_graph`), not torch.export."""
-    return _FROZEN_GRAPH and torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    return _FROZEN_GRAPH and torch.compiler.is_compiling() and not is_exporting()
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:

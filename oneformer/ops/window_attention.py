@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..utils.tracing import is_exporting
 from .functional import _C
 
 __all__ = ["OP_NAME", "swin_window_attention", "window_kernel_applies", "window_kernel_available"]
@@ -34,7 +35,7 @@ def window_kernel_applies(x: torch.Tensor, training: bool) -> bool:
     return (_AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32 and not training
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_exporting())
+            and not is_exporting())
 
 
 def swin_window_attention(qkv: torch.Tensor, index: torch.Tensor, bias: torch.Tensor, masks: Optional[torch.Tensor],

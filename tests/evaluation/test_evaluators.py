@@ -18,7 +18,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import annotations_to_instances
 from detectron2.evaluation import CityscapesInstanceEvaluator as D2CityscapesInstanceEvaluator
 from detectron2.evaluation import (
-    CityscapesSemSegEvaluator,
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluators,
@@ -34,6 +33,7 @@ from oneformer.data.datasets.custom import register_or_replace
 from oneformer.data.datasets.register_mapillary_vistas_panoptic import MAPILLARY_VISTAS_CATEGORIES
 from oneformer.evaluation import (
     CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
     DetectionCOCOEvaluator,
     InstanceSegEvaluator,
     build_oneformer_evaluator,

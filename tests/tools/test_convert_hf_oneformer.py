@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", minversion="5.24")
+transformers = pytest.importorskip("transformers", minversion="5.20")
 
 import oneformer  # noqa: E402,F401  (registers the components)
 from detectron2.modeling import build_model  # noqa: E402

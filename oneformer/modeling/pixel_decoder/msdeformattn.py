@@ -391,7 +391,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             # as the original: no autocast inside, backbone features in (at least) float32
             feats = {k: _at_least_fp32(features[k]) for k in names}
             # only when autocast is on: a no-op autocast region would be a separate subgraph under torch.export
-            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            if _autocast_enabled(device_type):
                 ctx = torch.autocast(device_type=device_type, enabled=False)
             else:
                 ctx = contextlib.nullcontext()
@@ -400,7 +400,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # "autocast": follow the caller. Outside autocast, bring the features to the parameters' dtype so that e.g.
         # a bfloat16 backbone output meets float32 weights without an error.
         feats = {k: features[k] for k in names}
-        if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        if not _autocast_enabled(device_type):
             dtype = self.input_proj[0][0].weight.dtype
             feats = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feats.items()}
         return self._forward_features(feats)
@@ -432,6 +432,20 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         multi_scale_features = out[: self.maskformer_num_feature_levels]
         return self.mask_features(out[-1]), out[0], multi_scale_features, spatial_shapes, level_start_index
+
+
+def _autocast_device_types():
+    names = {"cpu", "cuda", "mps", "xpu", "hpu", "xla", "mtia", "maia", torch._C._get_privateuse1_backend_name()}
+    return frozenset(name for name in names if torch.amp.is_autocast_available(name))
+
+
+# Asked once, not per call: dynamo in torch 2.11 cannot trace torch.amp.is_autocast_available (a function it skips),
+# and torch.is_autocast_enabled raises for device types without autocast (e.g. "meta").
+_AUTOCAST_DEVICE_TYPES = _autocast_device_types()
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    return device_type in _AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
