@@ -7,7 +7,6 @@
   (tools/install_detectron2.sh): panopticapi's PQ runs here on whatever numpy is installed; detectron2's evaluators run
   in tests/evaluation.
 """
-import importlib.util
 import json
 import os
 import re
@@ -122,7 +121,10 @@ def test_installing_the_extras_here_downloads_nothing_and_keeps_the_editable_ins
     other numpy), and the package stays editable."""
     args = ["--no-build-isolation", "-e", ".[app,export]"]
     env = dict(os.environ, ONEFORMER_NO_EXT="1")  # resolution only: nothing to compile
-    if importlib.util.find_spec("pip") is not None:
+    # asked in a subprocess: looking pip up here would switch setuptools' distutils shim to the standard library's
+    # distutils for the rest of this process (Python < 3.12), which breaks inductor's later C++ builds
+    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+    if has_pip:
         proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-",
                                "--disable-pip-version-check", *args],
                               cwd=REPO, capture_output=True, text=True, timeout=600, env=env)

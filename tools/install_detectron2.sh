@@ -19,6 +19,10 @@ shift
 DETECTRON2_WHEEL="sal-detectron2==0.7.2"
 PANOPTICAPI_WHEEL="panopticapi-lite==0.2.0"
 
+if ! "$PY" -c "pass" >/dev/null 2>&1; then
+    echo "install_detectron2.sh: '$PY' is not a Python interpreter that runs" >&2
+    exit 2
+fi
 if "$PY" -m pip --version >/dev/null 2>&1; then
     install() { "$PY" -m pip install -q --disable-pip-version-check --prefer-binary "$@"; }
     download() { "$PY" -m pip download -q --disable-pip-version-check "$@"; }
