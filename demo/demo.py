@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import oneformer  # noqa: E402,F401  (registers everything)
 from oneformer import model_zoo  # noqa: E402
 from oneformer.config import ConfigError, check_overrides, resolve_config_file  # noqa: E402
-from oneformer.predictor import ImageReadError, OneFormerPredictor  # noqa: E402
+from oneformer.predictor import DEFAULT_MAX_PIXELS, ImageReadError, OneFormerPredictor  # noqa: E402
 from oneformer.utils import prediction_files as pf  # noqa: E402
 from oneformer.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError  # noqa: E402
 from oneformer.utils.device import check_device, choose_device  # noqa: E402
@@ -63,6 +63,9 @@ def get_parser():
     parser.add_argument("--sliding-window", action="store_true",
                         help="large images: run overlapping windows at the training resolution over the image at its "
                              "own size (MODEL.TEST.SLIDING_WINDOW.SIZE/STRIDE in --opts change them)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="skip (and report) images with more pixels: their full-resolution outputs need memory "
+                             f"in proportion (default {DEFAULT_MAX_PIXELS:,}; 0: no cap)")
     parser.add_argument("--save-predictions", action="store_true", help="also write standard prediction files")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="load a checkpoint that needs full pickle loading (ONLY for files you trust: it can run "
@@ -290,6 +293,7 @@ def main(argv=None):
             args.config_file, weights=weights, opts=opts, device=device,
             confidence_threshold=args.confidence_threshold, batch_size=args.batch_size,
             input_format="RGB", compile=args.compile, sliding_window=True if args.sliding_window else None,
+            max_pixels=args.max_pixels or None,
         )
     except (ConfigError, UnsafeCheckpointError, CheckpointReadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

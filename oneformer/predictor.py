@@ -19,12 +19,25 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from .config import add_oneformer_config_all, merge_config
+from .modeling.inference import InferenceThresholds
 from .oneformer_model import TASKS
 from .utils.checkpoint import OneFormerCheckpointer
 from .utils.device import check_device, choose_device
-from .utils.image_io import ImageReadError, load_input_image, read_image  # noqa: F401  (read_image: re-exported)
+from .utils.image_io import (  # noqa: F401  (read_image: re-exported)
+    ImageReadError,
+    image_size,
+    load_input_image,
+    read_image,
+)
 
-__all__ = ["OneFormerPredictor", "ImageReadError", "TASK_OUTPUTS"]
+__all__ = ["OneFormerPredictor", "ImageReadError", "ImageTooLargeError", "TASK_OUTPUTS", "DEFAULT_MAX_PIXELS"]
+
+# demo.py's default pixel cap: every camera photo (a 36 MP one peaked at 6 GB in demo.py) but not a 100 MP scan
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageTooLargeError(ImageReadError):
+    """An input has more pixels than the predictor's ``max_pixels``."""
 
 # what each task produces; "all" runs the three tasks, each with its own task token
 TASK_OUTPUTS = {"panoptic": "panoptic_seg", "semantic": "sem_seg", "instance": "instances"}
@@ -47,10 +60,14 @@ class OneFormerPredictor:
             bucket compiles (seconds to minutes), later ones reuse the graph.
         sliding_window: run images by overlapping windows (MODEL.TEST.SLIDING_WINDOW; None: its ENABLED). Images are
             then not resized to INPUT.MIN_SIZE_TEST: the windows are cut from the image at its own resolution.
+        max_pixels: optional cap on an input's height × width: a larger image raises ``ImageTooLargeError`` (an
+            ``ImageReadError``: callers that skip unreadable inputs skip it) before anything of its size is
+            allocated, since the outputs come at the input's full resolution (sem_seg alone is K × H × W floats).
     """
 
     def __init__(self, cfg: CfgNode, confidence_threshold: Optional[float] = None, batch_size: int = 1,
-                 input_format: str = "RGB", compile: bool = False, sliding_window: Optional[bool] = None):
+                 input_format: str = "RGB", compile: bool = False, sliding_window: Optional[bool] = None,
+                 max_pixels: Optional[int] = None):
         cfg = cfg.clone()
         cfg.defrost()
         if compile:
@@ -59,15 +76,18 @@ class OneFormerPredictor:
             cfg.MODEL.TEST.SLIDING_WINDOW.ENABLED = bool(sliding_window)
         cfg.MODEL.IS_TRAIN = False
         cfg.MODEL.IS_DEMO = True
-        if confidence_threshold is not None:
-            if not 0.0 <= confidence_threshold <= 1.0:
-                raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
-            cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = max(cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, confidence_threshold)
+        # the export runtime applies the same (InferenceThresholds), so both keep the same segments and instances
+        self.thresholds = InferenceThresholds.create(cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD,
+                                                     cfg.MODEL.TEST.OVERLAP_THRESHOLD, confidence_threshold)
+        cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD = self.thresholds.object_mask
         cfg.freeze()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_pixels is not None and max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive (or None for no cap), got {max_pixels}")
+        self.max_pixels = max_pixels
         check_device(cfg.MODEL.DEVICE, "use device='cpu' (demo/demo.py --device cpu, or MODEL.DEVICE cpu)")
         self.cfg = cfg
         self.confidence_threshold = confidence_threshold
@@ -101,13 +121,30 @@ class OneFormerPredictor:
         return cls(cfg, **kwargs)
 
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
-        """An input as an H×W×3 uint8 array in the model's INPUT.FORMAT."""
-        return load_input_image(image, self.cfg.INPUT.FORMAT, self.input_format, name)
+        """An input as an H×W×3 uint8 array in the model's INPUT.FORMAT (``ImageTooLargeError`` above
+        ``max_pixels``)."""
+        if isinstance(image, (str, os.PathLike)):
+            self.check_size(image_size(image), os.fspath(image))
+        array = load_input_image(image, self.cfg.INPUT.FORMAT, self.input_format, name)
+        self.check_size(array.shape[:2], name)
+        return array
+
+    def check_size(self, size, name: str = "image") -> None:
+        """ImageTooLargeError when an image of ``size`` (H, W) has more pixels than ``max_pixels``."""
+        h, w = size
+        if self.max_pixels is not None and h * w > self.max_pixels:
+            raise ImageTooLargeError(
+                f"{name}: {w}×{h} pixels ({h * w / 1e6:.1f} MP) is more than the pixel cap ({self.max_pixels:,}): "
+                "the outputs come at full resolution and would not fit in memory; raise the cap with --max-pixels "
+                "(max_pixels=None: none), or downscale the image; --sliding-window keeps its detail at the model's "
+                "resolution")
 
     def _inputs(self, image: np.ndarray, task: str, outputs) -> Dict:
         height, width = image.shape[:2]
         resized = image if self.aug is None else self.aug.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        # uint8, as Detectron2's dataset mappers give it: the model normalizes to float itself, and a full-resolution
+        # float copy (sliding windows) would take 4 bytes a channel for nothing
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width, "task": f"The task is {task}",
                 "outputs": outputs}
 
@@ -142,11 +179,5 @@ class OneFormerPredictor:
             chunk = items[start:start + self.batch_size]
             batch = [self._inputs(self.load_image(img, f"images[{start + i}]"), task, outputs)
                      for i, img in enumerate(chunk)]
-            results.extend(self._filter(r) for r in self.model(batch))
+            results.extend(self.thresholds.filter(r) for r in self.model(batch))
         return results
-
-    def _filter(self, result: Dict) -> Dict:
-        if self.confidence_threshold is not None and "instances" in result:
-            inst = result["instances"]
-            result["instances"] = inst[inst.scores >= self.confidence_threshold]
-        return result

@@ -14,7 +14,9 @@ The graph: uint8 image (B, 3, H, W) in INPUT.FORMAT → normalization and zero p
 → pixel decoder → transformer decoder → class logits (B, N, K+1) and mask logits (B, N, H/4, W/4); optionally the
 semantic or panoptic post-processing as tensor ops (--postprocess). The task is baked in (--task semantic|instance|
 panoptic) or an int64 (B, 77) token-id input (--task input). --dynamic makes batch, height and width dynamic;
-otherwise the graph is for (--batch, 3, --height, --width). README "Export" documents the output contract;
+otherwise the graph is for a (--batch, 3, --height, --width) canvas. The sizes follow the config's test resize (README
+"Export", "Sizes": the example of a dynamic export is a photo after the test resize; a static canvas must hold one).
+README "Export" documents the output contract;
 ``oneformer.export.runtime.ExportedOneFormer`` runs the files and returns the eager model's outputs, with the
 predictor's test resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, stored in the file).
 
@@ -47,8 +49,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="default: from --output (.onnx: onnx, .pt2: pt2)")
     p.add_argument("--task", choices=TASK_MODES, default="panoptic",
                    help="task baked into the graph, or 'input' for a (B, 77) int64 task_ids input")
-    p.add_argument("--height", type=int, default=None, help="input height (static export; example size if dynamic)")
-    p.add_argument("--width", type=int, default=None, help="input width (static export; example size if dynamic)")
+    p.add_argument("--height", type=int, default=None,
+                   help="static export: the canvas height (images after the test resize are padded into it); dynamic: "
+                        "an example image height, resized as the runtime will (default: a 640x480 photo's)")
+    p.add_argument("--width", type=int, default=None, help="the canvas / example width (see --height)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--batch", type=int, default=1, help="batch size of a static export (default 1)")
     p.add_argument("--postprocess", choices=POSTPROCESS, default="none",
@@ -100,7 +104,7 @@ def verify(model, path: str, meta: dict) -> float:
     """Max abs difference of class and mask logits between the exported file and the eager model on one image."""
     from oneformer.export import ExportedOneFormer
 
-    h, w = (meta["height"], meta["width"]) if not meta["dynamic"] else (256, 256)
+    h, w = (meta["height"], meta["width"]) if not meta["dynamic"] else tuple(meta.get("example", (256, 256)))
     g = torch.Generator().manual_seed(1)
     b = meta["batch"] or 1
     images = torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8)

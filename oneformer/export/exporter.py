@@ -26,7 +26,7 @@ import logging
 import os
 import warnings
 import zipfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from .graph import POSTPROCESS, TASK_MODES, OneFormerExportModule, PaddedOneForm
 
 __all__ = ["FORMATS", "EXPORT_FORMATS", "METADATA_KEY", "DEFAULT_OPSET", "export_model", "export_program",
            "export_pt2", "export_aoti", "export_onnx", "export_onnx_torchscript", "export_torchscript",
-           "build_metadata", "format_from_path"]
+           "build_metadata", "format_from_path", "plan_export_size", "resized_size", "probe_canvases"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,97 @@ METADATA_KEY = "oneformer"  # ONNX metadata_props key; TorchScript extra file ME
 DEFAULT_OPSET = 17  # onnx-torchscript: GridSample needs 16, LayerNormalization 17
 BLOCK = 32  # torch.export-based formats: padded height and width are 32 * h, 32 * w
 FORMAT_VERSION = 1
+MAX_BLOCKS = 1024  # dynamic exports without a test resize: padded sides up to 32 * 1024 pixels
+PROBE_BLOCKS = 128  # canvases probed after a dynamic export: up to 4096 pixels a side
+# the example image of a dynamic export is what the test resize makes of a 4:3 landscape photo: a graph is
+# specialized to its example's window layout, so the example must look like what the runtime feeds
+PHOTO_SIZE = (480, 640)
+
+
+def resized_size(height: int, width: int, resize: Tuple[int, int]) -> Tuple[int, int]:
+    """(h, w) of a height x width image after the test resize ``resize`` = (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST), as
+    Detectron2's ResizeShortestEdge computes it (the predictor's and the runtime's resize)."""
+    from detectron2.data.transforms import ResizeShortestEdge
+
+    return tuple(ResizeShortestEdge.get_output_shape(int(height), int(width), int(resize[0]), int(resize[1])))
+
+
+def _blocks(n: int) -> int:
+    return -(-int(n) // BLOCK)
+
+
+def plan_export_size(resize: Optional[Tuple[int, int]], dynamic: bool, height: Optional[int],
+                     width: Optional[int]) -> Tuple[int, int, int, List[str]]:
+    """The example (dynamic) or canvas (static) size of an export that serves what the runtime feeds it: images
+    after the config's test resize ``resize`` = (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) (None: no resize, sizes as
+    given, default 256 x 256).
+
+    Dynamic: the example defaults to a 4:3 photo after the test resize; a given ``height`` x ``width`` is taken as
+    an image of that size and resized the same way (a graph specializes to its example's window layout, so an
+    example the runtime never feeds makes a file that refuses every photo). Static: the canvas must hold a 4:3 photo
+    after the test resize (else ValueError: every photo would be refused), and is cut to the largest size the
+    resize produces. Returns (height, width, max padded blocks of 32 pixels a side, notes: one line per correction).
+    """
+    if resize is None or int(resize[1]) <= 0:
+        return (256 if height is None else int(height), 256 if width is None else int(width), MAX_BLOCKS, [])
+    short, longest = int(resize[0]), int(resize[1])
+    where = f"the config's test resize (INPUT.MIN_SIZE_TEST {short}, INPUT.MAX_SIZE_TEST {longest})"
+    photo = resized_size(*PHOTO_SIZE, resize)
+    notes = []
+    if dynamic:
+        if height is None or width is None:
+            return photo[0], photo[1], _blocks(longest), notes
+        h, w = resized_size(height, width, resize)
+        if (h, w) != (int(height), int(width)):
+            notes.append(f"example size {height}x{width} becomes {h}x{w} after {where}, which is what the runtime "
+                         f"feeds: exporting at {h}x{w}")
+        return h, w, _blocks(longest), notes
+    if height is None or width is None:
+        raise ValueError("a static export needs height and width (or use dynamic=True)")
+    h, w = int(height), int(width)
+    if photo[0] > _blocks(h) * BLOCK or photo[1] > _blocks(w) * BLOCK:
+        raise ValueError(f"a static {h}x{w} canvas cannot hold the images {where} produces (a 640x480 photo "
+                         f"becomes {photo[0]}x{photo[1]}; larger images are refused at run time): export with "
+                         f"--dynamic, or give --height and --width of at least {photo[0]}x{photo[1]}")
+    cap = _blocks(longest) * BLOCK
+    if h > cap or w > cap:
+        notes.append(f"a static {h}x{w} canvas is larger than any image {where} produces (at most {longest} pixels "
+                     f"a side): exporting a {min(h, cap)}x{min(w, cap)} canvas")
+        h, w = min(h, cap), min(w, cap)
+    return h, w, _blocks(longest), notes
+
+
+def probe_canvases(program, batch: int, task: str, max_blocks: int) -> List[str]:
+    """Which padded sizes a dynamic ExportedProgram takes: row ``i`` is a string whose character ``j`` is "1" when
+    a canvas of (32 (i + 1)) x (32 (j + 1)) pixels passes the program's shape guards, for 1..min(max_blocks, 128)
+    blocks a side. torch.export specializes the graph to the example's layout (e.g. one Swin window or several in a
+    stage), and the runtime uses this map to pad an image into a canvas the graph takes instead of failing."""
+    module = program.module()
+    guards = getattr(module, "_guards_fn", None)
+    bounds = []
+    for node in program.graph.nodes:  # the symbolic ranges of the image's height and width
+        if node.op == "placeholder" and node.name == "image":
+            for d in (2, 3):
+                r = program.range_constraints.get(node.meta["val"].shape[d].node.expr)
+                bounds.append((int(r.lower), int(r.upper)) if r is not None else (BLOCK, BLOCK * MAX_BLOCKS))
+    n = min(int(max_blocks), PROBE_BLOCKS)
+    sizes = torch.zeros((batch, 2), dtype=torch.int64)
+    extra = (torch.zeros((batch, 77), dtype=torch.int64),) if task == "input" else ()
+    pixel = torch.zeros((1, 1, 1, 1), dtype=torch.uint8)
+
+    def takes(hb: int, wb: int) -> bool:
+        hp, wp = hb * BLOCK, wb * BLOCK
+        if bounds and not (bounds[0][0] <= hp <= bounds[0][1] and bounds[1][0] <= wp <= bounds[1][1]):
+            return False
+        if guards is None:
+            return True
+        try:  # the guards read shapes only: an expanded one-pixel tensor costs nothing
+            guards(pixel.expand(batch, 3, hp, wp), sizes, *extra)
+        except AssertionError:
+            return False
+        return True
+
+    return ["".join("1" if takes(hb, wb) else "0" for wb in range(1, n + 1)) for hb in range(1, n + 1)]
 
 
 def _dataset_info(model) -> Dict:
@@ -152,12 +243,11 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def _prepare(model, task, postprocess, dynamic, height, width, batch):
+def _prepare(model, task, postprocess, dynamic, height, width, batch, resize=None):
     _check_args(task, postprocess, dynamic, height, width, batch)
     if task != "input":
         task_string(task)
-    height = 256 if height is None else int(height)
-    width = 256 if width is None else int(width)
+    height, width, _ = _planned_size(resize, dynamic, height, width)
     info = _dataset_info(model)
     wrapper = OneFormerExportModule(model, task=task, postprocess=postprocess, thing_ids=info["thing_ids"]
                                     if postprocess == "panoptic" else None)
@@ -177,7 +267,7 @@ def export_torchscript(model, path: str, *, task: str = "panoptic", postprocess:
     ``height``/``width``: the input size (static) or the example size of the trace (dynamic; default 256). A trace of
     this model follows the input size either way; ``dynamic=False`` only records the size as the file's contract.
     """
-    wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch)
+    wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch, resize)
     meta = build_metadata(model, task=task, postprocess=postprocess, fmt="torchscript", dynamic=dynamic,
                           height=height, width=width, batch=batch, input_format=input_format, resize=resize)
     with _eval_mode(model), _quiet_export():
@@ -202,7 +292,7 @@ def export_onnx_torchscript(model, path: str, *, task: str = "panoptic", postpro
         raise ValueError(f"opset must be at least 17 (GridSample, LayerNormalization), got {opset}")
     import onnx  # noqa: F401  (needed by the exporter; fail early with a clear error)
 
-    wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch)
+    wrapper, height, width = _prepare(model, task, postprocess, dynamic, height, width, batch, resize)
     meta = build_metadata(model, task=task, postprocess=postprocess, fmt="onnx-torchscript", dynamic=dynamic,
                           height=height, width=width, batch=batch, opset=opset, input_format=input_format,
                           resize=resize)
@@ -281,12 +371,14 @@ def _padded_example(wrapper: PaddedOneFormerExportModule, batch: int, height: in
 
 
 def export_program(model, *, task: str = "panoptic", height: Optional[int] = None, width: Optional[int] = None,
-                   dynamic: bool = False, batch: int = 1, strict: bool = False):
+                   dynamic: bool = False, batch: int = 1, strict: bool = False, max_blocks: int = MAX_BLOCKS):
     """``torch.export.export`` of :class:`PaddedOneFormerExportModule` -> ExportedProgram.
 
-    ``dynamic``: the padded height (32 * h) and width (32 * w) are symbolic; ``height``/``width`` are then only the
-    example size (default 256). The batch is ``batch`` either way (a symbolic batch would need guards that the
-    model's code does not satisfy for a batch of 1).
+    ``dynamic``: the padded height (32 * h) and width (32 * w) are symbolic, h and w in [2, ``max_blocks``];
+    ``height``/``width`` are then only the example size (default 256; :func:`plan_export_size` derives it from the
+    test resize). The graph is specialized to the example's layout (:func:`probe_canvases` tells which sizes it
+    takes). The batch is ``batch`` either way (a symbolic batch would need guards that the model's code does not
+    satisfy for a batch of 1).
     """
     _check_args(task, "none", dynamic, height, width, batch)
     if task != "input":
@@ -299,20 +391,43 @@ def export_program(model, *, task: str = "panoptic", height: Optional[int] = Non
     if dynamic:
         from torch.export import Dim
 
-        h, w = Dim("h", min=2, max=1024), Dim("w", min=2, max=1024)
+        top = max(int(max_blocks), 2)
+        h, w = Dim("h", min=2, max=top), Dim("w", min=2, max=top)
         dynamic_shapes = [{2: BLOCK * h, 3: BLOCK * w}, None] + ([None] if task == "input" else [])
     with _eval_mode(model), torch.no_grad():
         return torch.export.export(wrapper, inputs, dynamic_shapes=dynamic_shapes, strict=strict)
 
 
+def _planned_size(resize, dynamic, height, width):
+    """plan_export_size with its corrections logged (one line each)."""
+    height, width, max_blocks, notes = plan_export_size(resize, dynamic, height, width)
+    for note in notes:
+        logger.warning(note)
+    return height, width, max_blocks
+
+
 def _program_and_meta(model, fmt, program, *, task, height, width, dynamic, batch, input_format, resize, opset=None):
+    """The ExportedProgram (exported here unless given) and its description, with, for a dynamic program, the map
+    of the canvases it takes (:func:`probe_canvases`)."""
+    _check_args(task, "none", dynamic, height, width, batch)
     if program is None:
-        program = export_program(model, task=task, height=height, width=width, dynamic=dynamic, batch=batch)
-    meta = build_metadata(model, task=task, postprocess="none", fmt=fmt, dynamic=dynamic, height=height or 256,
-                          width=width or 256, batch=batch, opset=opset, input_format=input_format, resize=resize)
+        height, width, max_blocks = _planned_size(resize, dynamic, height, width)
+        program = export_program(model, task=task, height=height, width=width, dynamic=dynamic, batch=batch,
+                                 max_blocks=max_blocks)
+    else:  # made by the caller with these arguments
+        height, width = height or 256, width or 256
+        max_blocks = plan_export_size(resize, dynamic, height, width)[2]
+    meta = build_metadata(model, task=task, postprocess="none", fmt=fmt, dynamic=dynamic, height=height,
+                          width=width, batch=batch, opset=opset, input_format=input_format, resize=resize)
     meta["batch"] = int(batch)  # fixed, also with dynamic sizes
-    if not dynamic:  # the padded size is the graph's contract
-        meta["height"], meta["width"] = -(-meta["height"] // BLOCK) * BLOCK, -(-meta["width"] // BLOCK) * BLOCK
+    meta["example"] = [int(height), int(width)]
+    if dynamic:
+        meta["canvases"] = probe_canvases(program, int(batch), task, max_blocks)
+        if not any("1" in row for row in meta["canvases"]):
+            raise RuntimeError(f"the exported program takes none of the canvases up to {len(meta['canvases'])} "
+                               f"blocks of {BLOCK} pixels a side")
+    else:  # the padded size is the graph's contract
+        meta["height"], meta["width"] = _blocks(height) * BLOCK, _blocks(width) * BLOCK
     return program, meta
 
 

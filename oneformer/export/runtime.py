@@ -29,12 +29,14 @@ from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch.nn import functional as F
 
-from ..modeling.inference import instance_inference, panoptic_inference, semantic_inference
+from ..modeling.inference import InferenceThresholds, instance_inference, panoptic_inference, semantic_inference
 from ..oneformer_model import task_string
 from ..utils.image_io import load_input_image
 from .exporter import METADATA_KEY
 
 __all__ = ["ExportedOneFormer", "read_metadata"]
+
+MASK_STRIDE = 4  # pred_masks are at 1/4 of the graph's input
 
 
 def _jit_load(path, map_location, extra):
@@ -91,10 +93,13 @@ class ExportedOneFormer:
         device: device of a torch-format model ("cpu" default; an AOTInductor package runs where it was compiled).
         resize: apply the config's test resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) as the predictor does, when the
             file records it (exports of tools/export_model.py do); False feeds images at their own size.
+        confidence_threshold: as ``OneFormerPredictor``'s (same default, same rules: :class:`InferenceThresholds`
+            with the exported MODEL.TEST thresholds): instances scored below it are dropped, and it raises the
+            object-mask threshold of panoptic queries and instances.
     """
 
     def __init__(self, path: str, num_threads: Optional[int] = None, providers: Optional[List[str]] = None,
-                 device: str = "cpu", resize: bool = True):
+                 device: str = "cpu", resize: bool = True, confidence_threshold: Optional[float] = None):
         self.path = os.fspath(path)
         self.device = torch.device(device)
         self.session = self.module = None
@@ -127,6 +132,8 @@ class ExportedOneFormer:
                 self.module = _jit_load(self.path, self.device, {METADATA_KEY + ".json": ""})
         size = self.meta.get("resize")
         self.aug = T.ResizeShortestEdge([size[0], size[0]], size[1]) if resize and size else None
+        self.thresholds = InferenceThresholds.create(self.meta["object_mask_threshold"],
+                                                     self.meta["overlap_threshold"], confidence_threshold)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -148,29 +155,70 @@ class ExportedOneFormer:
         """(TASK_SEQ_LEN,) int64 token ids of a task, as stored at export time."""
         return torch.tensor(self.meta["task_ids"][_task_name(task)], dtype=torch.int64)
 
+    def canvas(self, height: int, width: int) -> Tuple[int, int]:
+        """The (Hp, Wp) the graph is given for an image of height x width (after the test resize): the image's size
+        rounded up to multiples of the block (32) when the graph takes that, else the smallest canvas it takes that
+        holds the image (a static graph's size; for a dynamic one, from the map of canvases probed at export time),
+        into which the image is zero-padded; the graph takes the image's own size as an input. ValueError (one line,
+        naming the sizes) when no canvas holds the image."""
+        m = self.meta
+        if not self.padded_input:
+            if not m["dynamic"] and (height, width) != (m["height"], m["width"]):
+                raise ValueError(f"this graph was exported for images of {m['height']}x{m['width']} pixels, got "
+                                 f"{height}x{width}; export with --dynamic for other sizes")
+            return height, width
+        d = int(m["block"])
+        hb, wb = -(-height // d), -(-width // d)
+        if not m["dynamic"]:
+            if height > m["height"] or width > m["width"]:
+                raise ValueError(f"the image is {height}x{width} pixels{self._resize_words()}, larger than this "
+                                 f"graph's static {m['height']}x{m['width']} canvas; export with --dynamic, or with "
+                                 "a larger --height/--width")
+            return m["height"], m["width"]
+        rows = m.get("canvases")
+        if rows is None:  # a file written before the map existed: the graph's guards decide
+            return hb * d, wb * d
+        n = len(rows)
+        fits = [(i * j, i, j) for i in range(hb, n + 1) for j in range(wb, n + 1) if rows[i - 1][j - 1] == "1"]
+        if not fits:
+            taken = [(i, j) for i in range(1, n + 1) for j in range(1, n + 1) if rows[i - 1][j - 1] == "1"]
+            largest = max(taken, key=lambda t: t[0] * t[1]) if taken else (0, 0)
+            raise ValueError(f"the image is {height}x{width} pixels{self._resize_words()}: this graph takes canvases "
+                             f"up to {largest[0] * d}x{largest[1] * d} (exported at example size "
+                             f"{'x'.join(map(str, m.get('example', ['?', '?'])))}); export again with --height "
+                             f"{height} --width {width}")
+        _, i, j = min(fits)
+        return i * d, j * d
+
+    def _resize_words(self) -> str:
+        size = self.meta.get("resize")
+        return f" after the test resize ({size[0]}, at most {size[1]} a side)" if self.aug is not None else ""
+
     def run(self, images: torch.Tensor, task_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Run the graph: ``images`` uint8 (B, 3, H, W) in the model's input format, ``task_ids`` (B, T) int64 for a
-        task-input graph. Returns the raw outputs by name (CPU tensors for onnxruntime); ``pred_masks`` covers the
-        image padded to multiples of 32, as in the eager model."""
+        """Run the graph: ``images`` a uint8 tensor (B, 3, H, W) in the model's input format, ``task_ids`` (B, T)
+        int64 for a task-input graph. Images are zero-padded into the canvas :meth:`canvas` chooses. Returns the raw
+        outputs by name (CPU tensors for onnxruntime); ``pred_masks`` covers that canvas at 1/4 resolution, as the
+        eager model's covers its padded batch."""
+        if not isinstance(images, torch.Tensor):
+            shape = getattr(images, "shape", None)
+            raise ValueError(f"run() takes a uint8 torch.Tensor (B, 3, H, W), got {type(images).__module__}."
+                             f"{type(images).__name__}{'' if shape is None else ' of shape ' + str(tuple(shape))}: "
+                             "wrap an array with torch.from_numpy, or call the model itself (model(image)) with a "
+                             "file, an H×W×C array or a tensor")
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"images must be a uint8 tensor (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         m = self.meta
         B, _, H, W = images.shape
+        if m.get("batch") is not None and B != m["batch"]:
+            raise ValueError(f"this graph was exported for batches of {m['batch']} images, got {B}; export with "
+                             "--batch for another batch size")
+        hp, wp = self.canvas(H, W)
         inputs = [images]
-        if self.padded_input:  # pad to the block size; the graph zeroes the padding after normalization
-            d = int(m["block"])
-            hp, wp = -(-H // d) * d, -(-W // d) * d
+        if self.padded_input:  # the graph zeroes the padding after normalization
             if (hp, wp) != (H, W):
                 inputs[0] = images.new_zeros((B, 3, hp, wp))
                 inputs[0][:, :, :H, :W] = images
             inputs.append(torch.tensor([[H, W]] * B, dtype=torch.int64))
-            H, W = hp, wp
-        if not m["dynamic"] and ((H, W) != (m["height"], m["width"]) or B != m["batch"]):
-            raise ValueError(f"this graph was exported for inputs of shape ({m['batch']}, 3, {m['height']}, "
-                             f"{m['width']}), got {tuple(images.shape)}; export with --dynamic for other sizes")
-        if m["dynamic"] and m.get("batch") is not None and B != m["batch"]:
-            raise ValueError(f"this graph was exported for batches of {m['batch']} images (any size), got {B}; "
-                             "export with --batch for another batch size")
         if "task_ids" in m["inputs"]:
             if task_ids is None:
                 raise ValueError("this graph takes the task as input: pass task_ids")
@@ -179,8 +227,14 @@ class ExportedOneFormer:
             feeds = {name: t.cpu().numpy() for name, t in zip(m["inputs"], inputs)}
             outs = [torch.from_numpy(o) for o in self.session.run(m["outputs"], feeds)]
         else:
-            with torch.no_grad():
-                outs = [o.cpu() for o in self.module(*[t.to(self.device) for t in inputs])]
+            try:
+                with torch.no_grad():
+                    outs = [o.cpu() for o in self.module(*[t.to(self.device) for t in inputs])]
+            except (AssertionError, RuntimeError) as e:  # torch.export's shape checks (a file without the map)
+                if not any(k in str(e) for k in ("Guard failed", "Expected input at")):
+                    raise
+                raise ValueError(f"this graph cannot take a {hp}x{wp} canvas (it is specialized to sizes like its "
+                                 f"export example's); export again with --height {H} --width {W}") from None
         return dict(zip(m["outputs"], outs))
 
     def __call__(self, image: ImageLike, task: Optional[str] = None) -> Dict:
@@ -208,8 +262,9 @@ class ExportedOneFormer:
         chw = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
         ids = self.task_ids(name)[None] if self.task == "input" else None
         outs = self.run(chw[None], ids)
-        return self.postprocess_outputs({k: v[0] for k, v in outs.items()}, tuple(chw.shape[-2:]), name,
-                                        output_size=(height, width))
+        result = self.postprocess_outputs({k: v[0] for k, v in outs.items()}, tuple(chw.shape[-2:]), name,
+                                          output_size=(height, width))
+        return self.thresholds.filter(result)
 
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
         """An input as an (H, W, 3) uint8 array in the graph's channel order (INPUT.FORMAT)."""
@@ -226,8 +281,11 @@ class ExportedOneFormer:
         height, width = output_size or image_size
         d = max(int(m["size_divisibility"]), 1)
         padded_size = (-(-image_size[0] // d) * d, -(-image_size[1] // d) * d)
-        before = m["sem_seg_postprocess_before_inference"]
         mask_cls, mask_pred = outs["pred_logits"], outs["pred_masks"]
+        if self.padded_input:  # the masks cover the canvas the image was padded into (as a padded batch's do)
+            padded_size = (MASK_STRIDE * mask_pred.shape[-2], MASK_STRIDE * mask_pred.shape[-1])
+        before = m["sem_seg_postprocess_before_inference"]
+        t = self.thresholds
         in_graph = tuple(image_size) == (height, width)
 
         def resize(masks):  # OneFormer.inference's resize
@@ -251,18 +309,14 @@ class ExportedOneFormer:
         if "panoptic_seg" in outs and in_graph:
             res["panoptic_seg"] = self._decode_panoptic(outs)
         elif m["panoptic_on"]:
-            res["panoptic_seg"] = panoptic_inference(mask_cls, mask_pred, resize, self._thing_ids(),
-                                                     m["object_mask_threshold"], m["overlap_threshold"],
-                                                     rule=m.get("panoptic_rule", "original"))
+            res["panoptic_seg"] = panoptic_inference(mask_cls, mask_pred, resize, self._thing_ids(), t.object_mask,
+                                                     t.overlap, rule=m.get("panoptic_rule", "original"))
         if m["instance_on"]:
-            remap = None
-            if "ade20k" in (m.get("dataset") or "") and not m["is_demo"] and task == "instance":
-                remap = m["thing_dataset_ids"]  # ADE20K instance evaluation uses the 100-class thing space
+            # the predictor's (demo) rule: instances above the object-mask threshold, labels in the model's space
             inst = instance_inference(
                 mask_cls, mask_pred, resize, (height, width), m["test_topk_per_image"],
                 thing_ids=self._thing_ids() if m["panoptic_on"] else None,
-                object_mask_threshold=m["object_mask_threshold"] if m["is_demo"] else None,
-                label_remap=remap, detection_on=m["detection_on"],
+                object_mask_threshold=t.object_mask, detection_on=m["detection_on"],
             )
             res["instances"] = inst
             if m["detection_on"]:

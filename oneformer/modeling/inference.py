@@ -8,6 +8,7 @@ the original gets by resizing all queries and then selecting. A ``resize`` that 
 ``bilinear_size = (H, W)``: panoptic inference on the CPU then resizes inside the owner search kernel
 (:func:`~oneformer.ops.mask_owners.update_resized_mask_owners`) instead of materializing resized masks.
 """
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -17,7 +18,7 @@ from torch.nn import functional as F
 from ..ops.mask_owners import mask_owners_available, update_mask_owners, update_resized_mask_owners
 from ..utils.tracing import is_tracing
 
-__all__ = ["PANOPTIC_RULES", "semantic_inference", "semantic_probabilities", "panoptic_inference",
+__all__ = ["PANOPTIC_RULES", "InferenceThresholds", "semantic_inference", "semantic_probabilities", "panoptic_inference",
            "instance_inference"]
 
 # "original": the released OneFormer's (= Mask2Former's) rule; "transformers": the rule of transformers'
@@ -25,6 +26,40 @@ __all__ = ["PANOPTIC_RULES", "semantic_inference", "semantic_probabilities", "pa
 PANOPTIC_RULES = ("original", "transformers")
 
 Resize = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InferenceThresholds:
+    """The thresholds of inference for people rather than benchmarks, shared by ``OneFormerPredictor`` (demo.py,
+    the web app) and the export runtime (``ExportedOneFormer``), so that both keep the same segments and instances.
+
+    object_mask: panoptic queries and instances need a class probability above it (MODEL.TEST.OBJECT_MASK_THRESHOLD,
+        raised to ``confidence`` when that is higher; the original's demo mode applies it to instances too).
+    overlap: MODEL.TEST.OVERLAP_THRESHOLD of the panoptic rule.
+    confidence: optional; instances scored below it (class probability × mean mask probability) are dropped.
+    """
+
+    object_mask: float
+    overlap: float
+    confidence: Optional[float] = None
+
+    @classmethod
+    def create(cls, object_mask_threshold: float, overlap_threshold: float,
+               confidence_threshold: Optional[float] = None) -> "InferenceThresholds":
+        """From the config's MODEL.TEST thresholds and the user's confidence threshold (ValueError outside [0, 1])."""
+        if confidence_threshold is None:
+            return cls(float(object_mask_threshold), float(overlap_threshold))
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
+        return cls(max(float(object_mask_threshold), float(confidence_threshold)), float(overlap_threshold),
+                   float(confidence_threshold))
+
+    def filter(self, result: Dict) -> Dict:
+        """Drop the instances of a per-image result dict scored below ``confidence`` (in place; returns it)."""
+        if self.confidence is not None and "instances" in result:
+            inst = result["instances"]
+            result["instances"] = inst[inst.scores >= self.confidence]
+        return result
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 from detectron2.data import detection_utils as utils
 
-__all__ = ["ImageReadError", "read_image", "read_label_image", "to_uint8_hwc", "load_input_image"]
+__all__ = ["ImageReadError", "read_image", "read_label_image", "to_uint8_hwc", "load_input_image", "image_size"]
 
 
 class ImageReadError(ValueError):
@@ -65,6 +65,22 @@ def _check_file(path: str) -> None:
         raise ImageReadError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
+
+
+def image_size(path: Union[str, os.PathLike]) -> tuple:
+    """(H, W) of an image file from its header, without decoding it (EXIF rotations by 90° swap them);
+    ImageReadError as :func:`read_image` for a missing, empty or unreadable file."""
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception as e:
+        raise ImageReadError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def read_image(path: Union[str, os.PathLike], fmt: str = "RGB") -> np.ndarray:

@@ -303,3 +303,49 @@ def test_sliding_window_flag_runs_windows_at_full_resolution(setup, tmp_path):
     finally:
         demo.OneFormerPredictor.__init__ = real
     assert seen == [True] and cv2.imread(str(out)).shape == (96, 160, 3)
+
+
+def test_pixel_cap_skips_large_images_in_one_line(setup, tmp_path, capsys):
+    """Issue 27, item 3: an image above --max-pixels is reported and skipped before it is decoded (its header gives
+    the size), the others are segmented (before: no cap; a 144-megapixel PNG peaked at 18.9 GB)."""
+    out = tmp_path / "out"
+    code = run(setup, "--input", str(setup["images"] / "a.png"), str(setup["images"] / "c_gray.png"),
+               "--output", str(out), "--max-pixels", "5000")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (f"skipped: {setup['images'] / 'a.png'}: 96×64 pixels (0.0 MP) is more than the pixel cap (5,000): the "
+            "outputs come at full resolution") in err
+    assert "--max-pixels" in err and "--sliding-window" in err
+    assert os.listdir(out / "panoptic") == ["c_gray.png"]  # 64x64 = 4096 pixels: under the cap
+
+
+def test_predictor_pixel_cap_on_arrays(setup):
+    from oneformer.predictor import ImageTooLargeError, OneFormerPredictor
+
+    p = OneFormerPredictor.from_config_file(setup["config"], weights=setup["weights"], device="cpu", max_pixels=4096)
+    assert len(p(np.zeros((64, 64, 3), np.uint8))) == 1
+    with pytest.raises(ImageTooLargeError, match=r"^images\[1\]: 65×64 pixels"):
+        p([np.zeros((64, 64, 3), np.uint8), np.zeros((64, 65, 3), np.uint8)])
+
+
+@pytest.mark.parametrize("task", ["panoptic", "semantic", "instance"])
+def test_large_results_are_drawn_downscaled(setup, task):
+    """The drawing of a large result is made at most DRAW_MAX_PIXELS (here 4096) from labels shrunk by nearest
+    neighbour, not over the full-size image."""
+    from oneformer.predictor import OneFormerPredictor
+
+    sys_path = os.path.join(REPO, "demo")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        from visualizer import draw
+    finally:
+        sys.path.remove(sys_path)
+    p = OneFormerPredictor.from_config_file(setup["config"], weights=setup["weights"], device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    result = p(image, task=task)[0]
+    full = draw(image, result, task, p.metadata)
+    small = draw(image, result, task, p.metadata, max_pixels=4096)
+    assert full.shape == (200, 300, 3)
+    assert small.shape[0] * small.shape[1] <= 4096 and abs(small.shape[1] / small.shape[0] - 1.5) < 0.05

@@ -166,7 +166,7 @@ def test_export_matches_eager(model, tmp_path, fmt, task, postprocess, dynamic):
         with pytest.raises(ValueError, match="exported for task"):
             runtime(_blobs(*SIZES[0]), task=next(t for t in ("semantic", "panoptic") if t != task))
     if not dynamic:
-        with pytest.raises(ValueError, match="exported for inputs of shape"):
+        with pytest.raises(ValueError, match="exported for images of 64x64 pixels, got"):
             runtime(_blobs(*SIZES[1]), task=tasks[0])
 
 
@@ -178,8 +178,10 @@ def test_cli_exports_checkpoint_and_verifies(model, tmp_path, capsys):
     cfg_path, weights, out = tmp_path / "tiny.yaml", tmp_path / "model.pth", tmp_path / "out" / "m.pt"
     cfg_path.write_text(_cfg().dump())
     torch.save({"model": model.state_dict()}, weights)
+    # a 64x64 canvas holds what a test resize to at most 64 pixels a side makes of a photo (48x64)
+    small = ["INPUT.MIN_SIZE_TEST", "48", "INPUT.MAX_SIZE_TEST", "64"]
     meta = cli.main(["--config-file", str(cfg_path), "--format", "torchscript", "--task", "input", "--height", "64",
-                     "--width", "64", "--output", str(out), "--verify", "MODEL.WEIGHTS", str(weights)])
+                     "--width", "64", "--output", str(out), "--verify", "MODEL.WEIGHTS", str(weights), *small])
     printed = capsys.readouterr().out
     assert not meta["dynamic"] and meta["task"] == "input" and meta["thing_ids"] == list(THING_IDS)
     assert meta["input_format"] == "RGB" and meta["format"] == "torchscript"
@@ -188,7 +190,7 @@ def test_cli_exports_checkpoint_and_verifies(model, tmp_path, capsys):
     _check(ExportedOneFormer(str(out)), model, SIZES[0], "instance")
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
         cli.main(["--config-file", str(cfg_path), "--height", "64", "--width", "64", "--output", str(out),
-                  "MODEL.WEIGHTS", str(tmp_path / "missing.pth")])
+                  "MODEL.WEIGHTS", str(tmp_path / "missing.pth"), *small])
 
 
 # ---------------------------------------------------------------------------------------------------------------

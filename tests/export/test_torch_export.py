@@ -123,10 +123,12 @@ def test_cli_pt2_with_verify_and_errors(model, tmp_path, capsys):
     cfg_path.write_text(_cfg().dump())
     torch.save({"model": model.state_dict()}, weights)
     common = ["--config-file", str(cfg_path), "--height", "64", "--width", "64"]
+    small = ["INPUT.MIN_SIZE_TEST", "48", "INPUT.MAX_SIZE_TEST", "64"]  # a 64x64 canvas holds a resized photo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        meta = cli.main(common + ["--output", str(tmp_path / "m.pt2"), "--verify", "MODEL.WEIGHTS", str(weights)])
-    assert meta["format"] == "pt2" and meta["resize"] == [_cfg().INPUT.MIN_SIZE_TEST, _cfg().INPUT.MAX_SIZE_TEST]
+        meta = cli.main(common + ["--output", str(tmp_path / "m.pt2"), "--verify", "MODEL.WEIGHTS", str(weights),
+                                  *small])
+    assert meta["format"] == "pt2" and meta["resize"] == [48, 64]
     assert float(capsys.readouterr().out.strip().split()[-1]) <= TOL
     with pytest.raises(SystemExit, match="in-graph post-processing is available with 'torchscript'"):
         cli.main(common + ["--output", str(tmp_path / "n.pt2"), "--postprocess", "semantic",
