@@ -91,6 +91,22 @@ def test_command_line_errors_are_one_line(capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_compile_flag_reaches_the_predictor(monkeypatch):
+    """--compile: the predictor compiles the network (which says on the console when a compile starts and ends)."""
+    pytest.importorskip("gradio")
+    seen = {}
+
+    def build(*args):
+        seen["args"] = args
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(web_app, "build_predictor", build)
+    assert web_app.main(["--compile"]) == 2 and seen["args"][-1] is True
+    monkeypatch.undo()
+    predictor = web_app.build_predictor(None, None, "cpu", ["MODEL.COMPILE_BACKEND", "eager"], compile=True)
+    assert predictor.cfg.MODEL.COMPILE and predictor.model.compiled is not None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the page in a browser
 

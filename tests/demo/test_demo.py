@@ -303,3 +303,18 @@ def test_sliding_window_flag_runs_windows_at_full_resolution(setup, tmp_path):
     finally:
         demo.OneFormerPredictor.__init__ = real
     assert seen == [True] and cv2.imread(str(out)).shape == (96, 160, 3)
+
+
+def test_compile_says_when_it_compiles(setup, tmp_path, capsys, monkeypatch):
+    """--compile: a line on stderr when the network starts compiling and one when it is done (logging is not set up
+    in the demo: no handler anywhere)."""
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    out = tmp_path / "a.png"
+    assert run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(out), "--compile",
+               "--opts", "MODEL.COMPILE_BACKEND", "eager") == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "compil" in line]
+    assert len(err) == 2, err
+    assert err[0].startswith("compiling the network (torch.compile, backend 'eager') for a new input size")
+    assert "the first image of each size takes" in err[0] and err[1].startswith("compiled the network in ")
