@@ -299,7 +299,7 @@ def test_sliding_window_flag_runs_windows_at_full_resolution(setup, tmp_path):
     demo.OneFormerPredictor.__init__ = spy
     try:
         assert run(setup, "--input", str(big), "--output", str(out), "--task", "panoptic", "--sliding-window",
-                   "--opts", "MODEL.TEST.SLIDING_WINDOW.SIZE", "[64]") == 0
+                   "--opts", "MODEL.TEST.SLIDING_WINDOW.SIZE", "64") == 0  # an int: a square
     finally:
         demo.OneFormerPredictor.__init__ = real
     assert seen == [True] and cv2.imread(str(out)).shape == (96, 160, 3)
