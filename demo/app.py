@@ -116,9 +116,13 @@ class SegmentationApp:
         return result
 
     def _read(self, image, name: str) -> np.ndarray:
-        """RGB uint8 H×W×3 (the predictor's input format)."""
+        """RGB uint8 H×W×3 (the predictor's input format). A file's errors name it by ``name``: an upload is a
+        server-side temporary file whose path means nothing to the user (and is not theirs to see)."""
         if isinstance(image, (str, os.PathLike)):
-            return read_image(image, "RGB")
+            try:
+                return read_image(image, "RGB")
+            except ImageReadError as e:
+                raise ImageReadError(str(e).replace(os.fspath(image), name)) from None
         return self.predictor.load_image(image, name)
 
     def _rows(self, out, task: str) -> List[list]:

@@ -75,6 +75,20 @@ def test_bad_uploads_get_a_message(segmentation_app, tmp_path):
     assert not r.ok and "256×256 pixels, more than this app takes (100" in r.message
 
 
+def test_bad_upload_message_names_the_file_not_the_server_path(segmentation_app, tmp_path):
+    """An upload is a server-side temporary file: the message names the file as uploaded, not where it is kept."""
+    folder = tmp_path / "gradio" / "4f0c2b9e7d"
+    folder.mkdir(parents=True)
+    sample = open(web_app.SAMPLES[0], "rb").read()
+    for name, content, problem in (("notes.png", b"not an image", "cannot read the image"),
+                                   ("cut.png", sample[:200], "cannot read the image"),
+                                   ("empty.jpg", b"", "the file is empty")):
+        (folder / name).write_bytes(content)
+        r = segmentation_app.predict(str(folder / name), "panoptic")
+        assert not r.ok and r.message.startswith(f"Cannot use this upload: {name}: {problem}"), r.message
+        assert str(tmp_path) not in r.message and "4f0c2b9e7d" not in r.message, r.message
+
+
 def test_page_callback_never_raises(segmentation_app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
