@@ -79,7 +79,9 @@ def test_bad_upload_message_names_the_file_not_the_server_path(segmentation_app,
     """An upload is a server-side temporary file: the message names the file as uploaded, not where it is kept."""
     folder = tmp_path / "gradio" / "4f0c2b9e7d"
     folder.mkdir(parents=True)
-    sample = open(web_app.SAMPLES[0], "rb").read()
+    from pathlib import Path
+
+    sample = Path(web_app.SAMPLES[0]).read_bytes()
     for name, content, problem in (("notes.png", b"not an image", "cannot read the image"),
                                    ("cut.png", sample[:200], "cannot read the image"),
                                    ("empty.jpg", b"", "the file is empty")):

@@ -317,10 +317,10 @@ def test_mapillary_panoptic_and_sem_seg(datasets_root, registered, tmp_path):
 
 
 @pytest.mark.parametrize("task, expected", [
-    ("panoptic", "has no panoptic or instance annotations: evaluated with the panoptic task token it gives mIoU only "
-                 "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC"),
-    ("instance", "has no panoptic or instance annotations: evaluated with the instance task token it gives mIoU only "
-                 "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC"),
+    ("panoptic", ("has no panoptic or instance annotations: evaluated with the panoptic task token it gives mIoU only "
+                  "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC")),
+    ("instance", ("has no panoptic or instance annotations: evaluated with the instance task token it gives mIoU only "
+                  "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC")),
     ("semantic", None),
 ])
 def test_semantic_only_dataset_says_why_pq_and_ap_are_absent(tmp_path, unique_prefix, caplog, task, expected):
