@@ -7,7 +7,8 @@ of segments (class, score, area) and download the standard prediction files.
     python demo/app.py --config-file configs/ade20k/swin/oneformer_swin_large_bs16_160k.yaml --weights model.pth
 
 Takes ``--config-file`` / ``--weights`` / ``--device`` / ``--opts`` like demo/demo.py (default: the bundled synthetic
-config and checkpoint); ``--sliding-window`` runs large images by windows. An upload that is not a readable image, or
+config and checkpoint); ``--sliding-window`` runs large images by windows; ``--compile`` runs the network through
+torch.compile (the console says when a compile starts and ends). An upload that is not a readable image, or
 is larger than ``--max-pixels``, gets a message in the page. The page calls ``SegmentationApp.predict``, which calls
 the predictor; it is usable without Gradio (tests/demo/test_app.py).
 """
@@ -115,9 +116,13 @@ class SegmentationApp:
         return result
 
     def _read(self, image, name: str) -> np.ndarray:
-        """RGB uint8 H×W×3 (the predictor's input format)."""
+        """RGB uint8 H×W×3 (the predictor's input format). A file's errors name it by ``name``: an upload is a
+        server-side temporary file whose path means nothing to the user (and is not theirs to see)."""
         if isinstance(image, (str, os.PathLike)):
-            return read_image(image, "RGB")
+            try:
+                return read_image(image, "RGB")
+            except ImageReadError as e:
+                raise ImageReadError(str(e).replace(os.fspath(image), name)) from None
         return self.predictor.load_image(image, name)
 
     def _rows(self, out, task: str) -> List[list]:
@@ -198,9 +203,10 @@ class SegmentationApp:
 
 
 def build_predictor(config_file: Optional[str], weights: Optional[str], device: Optional[str], opts: Sequence[str],
-                    sliding_window: bool = False, confidence_threshold: Optional[float] = None) -> OneFormerPredictor:
+                    sliding_window: bool = False, confidence_threshold: Optional[float] = None,
+                    compile: bool = False) -> OneFormerPredictor:
     """The predictor demo/demo.py would build: --weights, else MODEL.WEIGHTS in opts, else the bundled checkpoint for
-    the bundled config, else the model zoo's."""
+    the bundled config, else the model zoo's. ``compile``: torch.compile (the predictor's ``compile``)."""
     config_file = config_file or DEFAULT_CONFIG
     check_overrides(opts, where="--opts", fix="write it before --opts")
     given = [v for k, v in zip(opts[0::2], opts[1::2]) if k == "MODEL.WEIGHTS"]
@@ -216,7 +222,7 @@ def build_predictor(config_file: Optional[str], weights: Optional[str], device: 
     opts = [o for k, v in zip(opts[0::2], opts[1::2]) if k != "MODEL.WEIGHTS" for o in (k, v)]
     return OneFormerPredictor.from_config_file(config_file, weights=weights, opts=opts, device=device,
                                                confidence_threshold=confidence_threshold, input_format="RGB",
-                                               sliding_window=True if sliding_window else None)
+                                               sliding_window=True if sliding_window else None, compile=compile)
 
 
 def get_parser():
@@ -228,6 +234,9 @@ def get_parser():
     parser.add_argument("--confidence-threshold", type=float, default=None)
     parser.add_argument("--sliding-window", action="store_true", help="run large images by overlapping windows")
     parser.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger uploads")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the network through torch.compile (MODEL.COMPILE): the first image of each size "
+                             "compiles (a line on the console when it starts and ends), the others reuse the graph")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--output-dir", default=None, help="where prediction files go (default: a temporary folder)")
@@ -244,7 +253,7 @@ def main(argv=None) -> int:
         return 2
     try:
         predictor = build_predictor(args.config_file, args.weights, args.device, args.opts, args.sliding_window,
-                                    args.confidence_threshold)
+                                    args.confidence_threshold, args.compile)
     except (ConfigError, UnsafeCheckpointError, CheckpointReadError, DeviceError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

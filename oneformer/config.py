@@ -12,8 +12,14 @@ and the closest existing keys (``difflib``), e.g.::
     Unknown config key 'MODEL.ONE_FORMER.NUM_OBJECT_QUERY' in config file my.yaml. Did you mean
     'MODEL.ONE_FORMER.NUM_OBJECT_QUERIES'? ...
 
-``train_net.py``, ``demo/demo.py`` and ``OneFormerPredictor.from_config_file`` merge their configs with it.
+A file that is not a YAML mapping of keys (empty, plain text, a list, broken YAML), itself or as a _BASE_ file, is
+reported in one line naming it. The window sizes (``SIZE_KEYS``) take an int n (a square, stored as [n, n]) as well
+as [h, w], in files and overrides; Detectron2's type check would refuse an int against their list default.
+
+``train_net.py``, ``demo/demo.py``, ``tools/export_model.py`` and ``OneFormerPredictor.from_config_file`` merge their
+configs with it.
 """
+import contextlib
 import difflib
 import logging
 import os
@@ -24,6 +30,7 @@ from detectron2.config import CfgNode as CN
 
 __all__ = [
     "ConfigError",
+    "SIZE_KEYS",
     "merge_config",
     "check_overrides",
     "resolve_config_file",
@@ -93,8 +100,8 @@ def add_common_config(cfg):
     # transformers pipeline run with the same weights. Only the rule changes: masks still reach the output size
     # through this model's resize, which crops the padding of inputs whose size is not a multiple of 32.
     cfg.MODEL.TEST.PANOPTIC_RULE = "original"
-    # Added here: sliding-window inference (oneformer/modeling/sliding_window.py). SIZE / STRIDE: [s] or [h, w] pixels,
-    # multiples of 4; empty: the training crop and 2/3 of it. MERGE_IOU: mask IoU inside a window overlap above which
+    # Added here: sliding-window inference (oneformer/modeling/sliding_window.py). SIZE / STRIDE: n (a square, stored
+    # as [n, n] by merge_config), [n] or [h, w] pixels, multiples of 4; empty: the training crop and 2/3 of it. MERGE_IOU: mask IoU inside a window overlap above which
     # two same-class queries of neighbouring windows are one object. An input's "sliding_window" (bool) overrides
     # ENABLED.
     cfg.MODEL.TEST.SLIDING_WINDOW = CN()
@@ -390,25 +397,141 @@ def check_overrides(opts: Sequence[str], where: str = "the KEY VALUE overrides",
             raise ConfigError(f"Config override {opts[i]!r} has no value in {where} '{typed}': give KEY VALUE pairs")
 
 
+def _yaml_problem(path: str):
+    """Why ``path`` is not a YAML mapping of config keys (None when it is one, or when it needs Detectron2's unsafe
+    loader: tags that ``yaml.safe_load`` does not construct)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError:
+        return None
+    except yaml.MarkedYAMLError as e:
+        where = f" (line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1})" if e.problem_mark else ""
+        what = ", ".join(p for p in (e.context, e.problem) if p)
+        return f"not valid YAML: {what}{where}"
+    except (OSError, yaml.YAMLError) as e:
+        return f"cannot be read as YAML: {' '.join(str(e).split())}"
+    if data is None:
+        return "the file is empty: a config is a YAML mapping of keys, e.g. 'SOLVER:' / '  BASE_LR: 0.0001'"
+    if not isinstance(data, dict):
+        return (f"it holds a YAML {type(data).__name__}, not a mapping of config keys (e.g. 'SOLVER:' / "
+                "'  BASE_LR: 0.0001')")
+    return None
+
+
+def _check_yaml_files(config_file: str, seen=None) -> None:
+    """Raise ConfigError when ``config_file`` or one of its local _BASE_ files is not a YAML mapping of keys (Detectron2
+    would fail on it with an unrelated Python error such as "'str' object has no attribute 'items'")."""
+    import yaml
+
+    seen = set() if seen is None else seen
+    pending = [(config_file, None)]
+    while pending:
+        path, child = pending.pop()
+        if path in seen or not os.path.isfile(path):
+            continue  # a missing _BASE_ file gets Detectron2's error
+        seen.add(path)
+        problem = _yaml_problem(path)
+        if problem is not None:
+            which = "" if child is None else f"its _BASE_ file {path}: "
+            raise ConfigError(f"Cannot merge config file {config_file}: {which}{problem}")
+        with open(path) as f:
+            try:
+                bases = (yaml.safe_load(f) or {}).get("_BASE_", [])
+            except yaml.YAMLError:
+                continue
+        for base in bases if isinstance(bases, list) else [bases]:
+            base = os.path.expanduser(str(base))
+            if base.startswith(("https://", "http://")):
+                continue
+            pending.append((base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base), path))
+
+
+# window sizes: an int n (a square) or [h, w] (also [n]); stored as [h, w]
+SIZE_KEYS = ("MODEL.TEST.SLIDING_WINDOW.SIZE", "MODEL.TEST.SLIDING_WINDOW.STRIDE")
+
+
+def _parent(cfg, key: str):
+    """(the node holding ``key``'s last part, that part), or (None, part) when ``cfg`` has no such key."""
+    *path, leaf = key.split(".")
+    node = cfg
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node, leaf) if isinstance(node, dict) and leaf in node else (None, leaf)
+
+
+def _size_value(value, key: str, source: str) -> list:
+    """``value`` (an int, or a list/tuple of 1 or 2 ints; [] = unset) as [h, w] (or []); ConfigError otherwise."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if isinstance(value, (list, tuple)) and len(value) == 0:
+        return []
+    items = [value] if is_int(value) else list(value) if isinstance(value, (list, tuple)) else None
+    if items is None or len(items) not in (1, 2) or not all(is_int(v) and v > 0 for v in items):
+        raise ConfigError(f"{key} must be a positive int (a square) or [h, w] positive ints, got {value!r} "
+                          f"(in {source})")
+    return items * 2 if len(items) == 1 else items
+
+
+@contextlib.contextmanager
+def _sizes_accept_ints(cfg, source_of):
+    """While merging, the SIZE_KEYS hold None, which Detectron2's type check lets any value replace; afterwards a
+    new value is checked and stored as [h, w] (``source_of(key)`` names where it came from in the error), a key left
+    alone gets its value back."""
+    saved = {}
+    for key in SIZE_KEYS:
+        node, leaf = _parent(cfg, key)
+        if node is not None:
+            saved[key] = node[leaf]
+            dict.__setitem__(node, leaf, None)
+    try:
+        yield
+    except BaseException:
+        for key, old in saved.items():
+            node, leaf = _parent(cfg, key)
+            dict.__setitem__(node, leaf, old)
+        raise
+    for key, old in saved.items():
+        node, leaf = _parent(cfg, key)
+        new = node[leaf]
+        dict.__setitem__(node, leaf, old)  # restored first: an error leaves the config as it was
+        if new is not None:
+            dict.__setitem__(node, leaf, _size_value(new, key, source_of(key)))
+
+
 def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = ()):
     """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; returns ``cfg``.
 
-    Raises ConfigError (a ValueError) for a missing or invalid file, overrides that are not KEY VALUE pairs
-    (``check_overrides``), an unknown key (the
-    message names the key, the file — or _BASE_ file — or override that set it, and the closest existing keys) or a
-    value of the wrong type.
+    Raises ConfigError (a ValueError) for a missing or invalid file (not a YAML mapping of keys), overrides that are
+    not KEY VALUE pairs (``check_overrides``), an unknown key (the message names the key, the file — or _BASE_ file —
+    or override that set it, and the closest existing keys) or a value of the wrong type. The SIZE_KEYS take an int
+    (a square) or a pair, stored as [h, w].
     """
     if config_file:
         config_file = resolve_config_file(config_file)
+        _check_yaml_files(config_file)
         try:
-            cfg.merge_from_file(config_file)
+            with _sizes_accept_ints(cfg, lambda key: _source_of(key, config_file)):
+                cfg.merge_from_file(config_file)
+        except ConfigError:
+            raise
         except Exception as e:
             raise _config_error(e, cfg, f"config file {config_file}", config_file=config_file) from e
     opts = list(opts or ())
     if opts:
         check_overrides(opts)
+
+        def override(key):
+            return f"the override '{key} {[v for k, v in zip(opts[0::2], opts[1::2]) if k == key][-1]}'"
+
         try:
-            cfg.merge_from_list(opts)
+            with _sizes_accept_ints(cfg, override):
+                cfg.merge_from_list(opts)
+        except ConfigError:
+            raise
         except Exception as e:
             raise _config_error(e, cfg, "the KEY VALUE overrides", opts=opts) from e
     return cfg

@@ -274,13 +274,16 @@ class Trainer(DefaultTrainer):
                                   patience=best.PATIENCE, datasets=names)
 
     def train(self):
-        """DefaultTrainer's; an early stop (TEST.BEST_CHECKPOINT.PATIENCE) ends it normally, with a log line, and
-        returns the last evaluation's results."""
+        """DefaultTrainer's; an early stop (TEST.BEST_CHECKPOINT.PATIENCE) ends it normally, with a log line, saves
+        the weights it stopped with as ``model_final.pth`` (as the last iteration would; a resume continues from it)
+        and returns the last evaluation's results."""
         try:
             return super().train()
         except StopTraining as stop:
-            logger.info("%s", stop)
             self.early_stopped_at = self.iter
+            if self.iter < self.max_iter - 1:  # at the last iteration the PeriodicCheckpointer has written it
+                self.checkpointer.save("model_final", iteration=self.iter)
+            logger.info("%s; the weights it stopped with: model_final.pth (iteration %d)", stop, self.iter)
             return getattr(self, "_last_eval_results", None)
 
     def build_writers(self):

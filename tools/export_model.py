@@ -70,10 +70,9 @@ def setup_cfg(args):
     from detectron2.config import get_cfg
 
     from oneformer import add_oneformer_config_all
+    from oneformer.config import merge_config
 
-    cfg = add_oneformer_config_all(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = merge_config(add_oneformer_config_all(get_cfg()), args.config_file, args.opts)
     cfg.MODEL.IS_TRAIN = False
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

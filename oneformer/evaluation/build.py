@@ -22,7 +22,9 @@ the output an evaluator would fail on the first image). ``tasks`` restricts the 
 run uses ``tasks=("semantic",)``). The COCO-json evaluators (COCOEvaluator, InstanceSegEvaluator,
 DetectionCOCOEvaluator) of panoptic datasets need instance annotations (metadata ``json_file``); a panoptic dataset
 without them (``register_panoptic_dataset`` without ``instance_json``) is evaluated without them, with one logged
-line that names the fix. The Cityscapes evaluators need cityscapesscripts and a single machine.
+line that names the fix. A dataset evaluated with a task token (MODEL.TEST.TASK) whose metric it has no annotations
+for, e.g. a semantic-only dataset in DATASETS.TEST_PANOPTIC (mIoU only, no PQ or AP), gets one logged line saying so.
+The Cityscapes evaluators need cityscapesscripts and a single machine.
 """
 import logging
 import os
@@ -71,6 +73,27 @@ def _cityscapes_class_names(cfg, meta):
     return meta.get("thing_classes", stuff)
 
 
+# what an evaluation of each task reports, and where a dataset goes to be evaluated with its own task token
+_METRICS = {"panoptic": "PQ", "instance": "AP", "semantic": "mIoU"}
+_TEST_KEYS = {"panoptic": "TEST_PANOPTIC", "instance": "TEST_INSTANCE", "semantic": "TEST_SEMANTIC"}
+
+
+def _say_what_the_task_token_lacks(cfg, dataset_name, etype, offered, enabled_tasks):
+    """One warning when the evaluation's task token (MODEL.TEST.TASK) asks for a metric the dataset has no annotations
+    for (e.g. a semantic-only dataset in DATASETS.TEST_PANOPTIC: mIoU only), naming what is missing and why."""
+    token = str(cfg.MODEL.TEST.TASK).strip().lower()
+    token = token[len("the task is "):].strip() if token.startswith("the task is ") else token
+    missing = [t for t in _METRICS if t in enabled_tasks and t not in offered]
+    if token not in missing:
+        return
+    given = [_METRICS[t] for t in _METRICS if t in enabled_tasks and t in offered]
+    own = next((t for t in _METRICS if t in offered), None)
+    where = f"; list it under DATASETS.{_TEST_KEYS[own]} to evaluate it with its own task token" if own else ""
+    logger.warning("Dataset %s (evaluator_type %s) has no %s annotations: evaluated with the %s task token it gives %s "
+                   "only (no %s)%s.", dataset_name, etype, " or ".join(missing), token,
+                   ", ".join(given) or "no metric", ", no ".join(_METRICS[t] for t in missing), where)
+
+
 def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None):
     """The evaluator(s) for ``dataset_name`` (a ``DatasetEvaluators`` when several apply).
 
@@ -99,8 +122,10 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
     }
     evaluators = []
     skipped = []
+    offered = set()  # the tasks this dataset's annotations can evaluate
 
     def add(task, factory, needs_json=False):
+        offered.add(task)
         if task in wanted and enabled[task]:
             if needs_json and meta.get("json_file", None) is None:
                 skipped.append(task)  # COCOEvaluator would fail deep in iopath on json_file=None
@@ -152,6 +177,7 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
     if skipped:
         logger.warning("Dataset %s has no instance annotations (metadata json_file is None): %s evaluation skipped; "
                        "%s.", dataset_name, " and ".join(skipped), NO_INSTANCE_JSON_FIX)
+    _say_what_the_task_token_lacks(cfg, dataset_name, etype, offered, [t for t in wanted if enabled[t]])
     if not evaluators:
         raise ValueError(
             f"nothing to evaluate on {dataset_name!r} (evaluator_type {etype!r}) with tasks {sorted(wanted)} and "

@@ -462,6 +462,22 @@ def export_aoti(model, path: str, *, task: str = "panoptic", height: Optional[in
     return meta
 
 
+@contextlib.contextmanager
+def _optimizer_logs_at_warning():
+    """The ONNX optimizer's loggers (onnx_ir's passes, onnxscript's rewriter and constant folding) at WARNING: at INFO
+    (tools/export_model.py's level) they write ~1000 lines per export of this model (one per deduplicated
+    initializer, ...); their warnings stay visible."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_onnx(model, path: str, *, task: str = "panoptic", height: Optional[int] = None,
                 width: Optional[int] = None, dynamic: bool = False, batch: int = 1, input_format: str = "RGB",
                 resize: Optional[Tuple[int, int]] = None, program=None, opset: Optional[int] = None) -> Dict:
@@ -476,11 +492,11 @@ def export_onnx(model, path: str, *, task: str = "panoptic", height: Optional[in
                                       dynamic=dynamic, batch=batch, input_format=input_format, resize=resize,
                                       opset=ONNX_OPSET)
     wrapper_inputs = ["image", "image_sizes"] + (["task_ids"] if task == "input" else [])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _optimizer_logs_at_warning():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         onnx_program = torch.onnx.export(program, dynamo=True, opset_version=ONNX_OPSET, optimize=True,
                                          input_names=wrapper_inputs, output_names=["pred_logits", "pred_masks"],
                                          custom_translation_table=CUSTOM_TRANSLATION_TABLE, verbose=False)
-    onnx_program.save(path)
+        onnx_program.save(path)
     _write_onnx_metadata(path, meta)
     return meta

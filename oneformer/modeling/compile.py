@@ -18,9 +18,18 @@ inductor's own). The graphs are then static, one per padded size (inductor's pac
 convolutions do not take symbolic sizes in torch 2.14), and the weights must not change after the first call: a
 call after a change (an optimizer step, ``load_state_dict``, an in-place edit) raises instead of computing with the
 old ones.
+
+A call that compiles a new graph (the first one, a new size bucket, a new padded size for static graphs) logs a line
+when the compiler starts ("compiling the network ...: the first image of each size takes ...") and one when it is
+done ("compiled the network in 12.3 s"), at INFO on this module's logger; where logging is not set up at all (no
+handler anywhere, e.g. the demo or a plain script), they are printed on stderr instead, as logging's last resort does
+for warnings. A first call that takes minutes then does not look hung.
 """
 import contextlib
 import logging
+import sys
+import threading
+import time
 from typing import Callable, Dict, Optional
 
 import torch
@@ -83,6 +92,10 @@ class CompiledNetwork:
 
     def __call__(self, images: torch.Tensor, tasks: torch.Tensor, training: bool = False) -> Dict:
         """images (B, 3, H, W), tasks (B, C) -> the network's outputs, computed by the compiled graph."""
+        with _announce_compiles(self.backend, tuple(images.shape), training):
+            return self._call(images, tasks, training)
+
+    def _call(self, images: torch.Tensor, tasks: torch.Tensor, training: bool):
         if training:
             if self._train is None:
                 self._train = self._compile(self.network)
@@ -119,3 +132,47 @@ class CompiledNetwork:
             stack.enter_context(frozen_graph())
             return stack
         return contextlib.nullcontext()
+
+
+def _say(message: str, *args) -> None:
+    """INFO on this module's logger; on stderr where no logging handler exists at all (logging not set up)."""
+    if logger.hasHandlers():
+        logger.info(message, *args)
+    else:
+        print(message % args, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _announce_compiles(backend: str, shape: tuple, training: bool):
+    """Say when torch.compile starts compiling during the block (dynamo's compile callbacks, which run in the
+    compiling thread: compiles of other threads are not ours) and, after the block, how long it took."""
+    thread = threading.get_ident()
+    state = {"started": None, "seconds": 0.0}
+
+    def start(_args) -> None:
+        if threading.get_ident() != thread:
+            return
+        if state["started"] is None and not state["seconds"]:  # several frames (training) make one message
+            what = "training batch" if training else "input"
+            _say("compiling the network (torch.compile, backend %r) for a new %s size %s: the first image of each "
+                 "size takes seconds (small models) to minutes (large ones), later images of that size reuse the "
+                 "graph", backend, what, "x".join(str(s) for s in shape))
+        state["started"] = time.perf_counter()
+
+    def end(_args) -> None:
+        if threading.get_ident() == thread and state["started"] is not None:
+            state["seconds"] += time.perf_counter() - state["started"]
+            state["started"] = None
+
+    callbacks = torch._dynamo.callback_handler
+    callbacks.register_start_callback(start)
+    callbacks.register_end_callback(end)
+    try:
+        yield
+    finally:
+        # torch._dynamo.reset() inside the block would have removed them already
+        for remove, callback in ((callbacks.remove_start_callback, start), (callbacks.remove_end_callback, end)):
+            with contextlib.suppress(ValueError):
+                remove(callback)
+    if state["seconds"]:
+        _say("compiled the network in %.1f s", state["seconds"])

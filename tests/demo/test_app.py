@@ -75,6 +75,22 @@ def test_bad_uploads_get_a_message(segmentation_app, tmp_path):
     assert not r.ok and "256×256 pixels, more than this app takes (100" in r.message
 
 
+def test_bad_upload_message_names_the_file_not_the_server_path(segmentation_app, tmp_path):
+    """An upload is a server-side temporary file: the message names the file as uploaded, not where it is kept."""
+    folder = tmp_path / "gradio" / "4f0c2b9e7d"
+    folder.mkdir(parents=True)
+    from pathlib import Path
+
+    sample = Path(web_app.SAMPLES[0]).read_bytes()
+    for name, content, problem in (("notes.png", b"not an image", "cannot read the image"),
+                                   ("cut.png", sample[:200], "cannot read the image"),
+                                   ("empty.jpg", b"", "the file is empty")):
+        (folder / name).write_bytes(content)
+        r = segmentation_app.predict(str(folder / name), "panoptic")
+        assert not r.ok and r.message.startswith(f"Cannot use this upload: {name}: {problem}"), r.message
+        assert str(tmp_path) not in r.message and "4f0c2b9e7d" not in r.message, r.message
+
+
 def test_page_callback_never_raises(segmentation_app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -89,6 +105,22 @@ def test_command_line_errors_are_one_line(capsys):
     assert web_app.main(["--config-file", os.path.join(REPO, "configs/synthetic/oneformer_synthetic.yaml"),
                          "--opts", "MODEL.NO_SUCH_KEY", "1"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_compile_flag_reaches_the_predictor(monkeypatch):
+    """--compile: the predictor compiles the network (which says on the console when a compile starts and ends)."""
+    pytest.importorskip("gradio")
+    seen = {}
+
+    def build(*args):
+        seen["args"] = args
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(web_app, "build_predictor", build)
+    assert web_app.main(["--compile"]) == 2 and seen["args"][-1] is True
+    monkeypatch.undo()
+    predictor = web_app.build_predictor(None, None, "cpu", ["MODEL.COMPILE_BACKEND", "eager"], compile=True)
+    assert predictor.cfg.MODEL.COMPILE and predictor.model.compiled is not None
 
 
 # ----------------------------------------------------------------------------------------------------------------

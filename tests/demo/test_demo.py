@@ -299,7 +299,7 @@ def test_sliding_window_flag_runs_windows_at_full_resolution(setup, tmp_path):
     demo.OneFormerPredictor.__init__ = spy
     try:
         assert run(setup, "--input", str(big), "--output", str(out), "--task", "panoptic", "--sliding-window",
-                   "--opts", "MODEL.TEST.SLIDING_WINDOW.SIZE", "[64]") == 0
+                   "--opts", "MODEL.TEST.SLIDING_WINDOW.SIZE", "64") == 0  # an int: a square
     finally:
         demo.OneFormerPredictor.__init__ = real
     assert seen == [True] and cv2.imread(str(out)).shape == (96, 160, 3)
@@ -349,3 +349,18 @@ def test_large_results_are_drawn_downscaled(setup, task):
     small = draw(image, result, task, p.metadata, max_pixels=4096)
     assert full.shape == (200, 300, 3)
     assert small.shape[0] * small.shape[1] <= 4096 and abs(small.shape[1] / small.shape[0] - 1.5) < 0.05
+
+
+def test_compile_says_when_it_compiles(setup, tmp_path, capsys, monkeypatch):
+    """--compile: a line on stderr when the network starts compiling and one when it is done (logging is not set up
+    in the demo: no handler anywhere)."""
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    out = tmp_path / "a.png"
+    assert run(setup, "--input", str(setup["images"] / "a.png"), "--output", str(out), "--compile",
+               "--opts", "MODEL.COMPILE_BACKEND", "eager") == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "compil" in line]
+    assert len(err) == 2, err
+    assert err[0].startswith("compiling the network (torch.compile, backend 'eager') for a new input size")
+    assert "the first image of each size takes" in err[0] and err[1].startswith("compiled the network in ")

@@ -85,7 +85,12 @@ def test_early_stopping_after_patience(prefix, tmp_path, monkeypatch, caplog):
             in caplog.text)
     assert "Exception during training" not in caplog.text
     assert _best(tmp_path)["iteration"] == 1
-    assert not (tmp_path / "model_final.pth").exists()
+    # the weights it stopped with are model_final.pth, as at the end of a full run, and a resume starts from them
+    assert "the weights it stopped with: model_final.pth (iteration 5)" in caplog.text
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == 5
+    assert all(torch.equal(final["model"][k], v) for k, v in trainer.model.state_dict().items())
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_final.pth"
 
 
 def test_min_mode(prefix, tmp_path, monkeypatch, caplog):

@@ -314,3 +314,31 @@ def test_mapillary_panoptic_and_sem_seg(datasets_root, registered, tmp_path):
     evaluator, res = evaluate(cfg, name, semantic)
     assert _types(evaluator) == [SemSegEvaluator]
     assert _close(res["sem_seg"]["mIoU"])
+
+
+@pytest.mark.parametrize("task, expected", [
+    ("panoptic", ("has no panoptic or instance annotations: evaluated with the panoptic task token it gives mIoU only "
+                  "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC")),
+    ("instance", ("has no panoptic or instance annotations: evaluated with the instance task token it gives mIoU only "
+                  "(no PQ, no AP); list it under DATASETS.TEST_SEMANTIC")),
+    ("semantic", None),
+])
+def test_semantic_only_dataset_says_why_pq_and_ap_are_absent(tmp_path, unique_prefix, caplog, task, expected):
+    """A semantic-only dataset evaluated with the panoptic (or instance) task token, e.g. placed in
+    DATASETS.TEST_PANOPTIC: one line naming it and what it lacks, instead of a silent mIoU-only result."""
+    from oneformer.data.datasets import register_semantic_dataset
+
+    files = fd.make_custom_panoptic(str(tmp_path))
+    name = unique_prefix + "semonly"
+    register_semantic_dataset(name, image_root=files["image_root"], sem_seg_root=files["sem_seg_root"],
+                              stuff_classes=["a", "b", "c", "d"], image_ext="png")
+    cfg = _cfg(tmp_path, 4)
+    cfg.MODEL.TEST.TASK = task
+    with caplog.at_level("INFO", logger="oneformer.evaluation"):
+        assert _types(build_oneformer_evaluator(cfg, name)) == [SemSegEvaluator]
+    lines = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    if expected is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0] == f"Dataset {name} (evaluator_type sem_seg) {expected} to evaluate it " \
+                                               "with its own task token.", lines

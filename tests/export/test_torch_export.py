@@ -7,6 +7,7 @@ the runtime), for every task; the padded graph gives a batch of images of differ
 outputs. The graph
 calls the deformable-attention custom operator (ONNX: its translation to standard ops, no custom domain).
 """
+import logging
 import warnings
 
 import pytest
@@ -32,9 +33,19 @@ def program(model):
         return export_program(model, task="input", dynamic=True, height=64, width=96)
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.fixture(scope="module")
 def files(model, program, tmp_path_factory):
-    """format -> file, written from the one program on first use."""
+    """format -> file, written from the one program on first use; ``files.logs[format]``: the log records of its
+    writing, with the root logger at INFO as tools/export_model.py sets it."""
     folder = tmp_path_factory.mktemp("torch_export")
     writers = {"pt2": export_pt2, "onnx": export_onnx, "aoti": export_aoti}
     paths = {}
@@ -42,12 +53,22 @@ def files(model, program, tmp_path_factory):
     def get(fmt):
         if fmt not in paths:
             path = str(folder / (f"model_{fmt}.onnx" if fmt == "onnx" else f"model_{fmt}.pt2"))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                writers[fmt](model, path, task="input", dynamic=True, program=program)
+            root, handler = logging.getLogger(), _Records()
+            level = root.level
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    writers[fmt](model, path, task="input", dynamic=True, program=program)
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(level)
             paths[fmt] = path
+            get.logs[fmt] = handler.records
         return paths[fmt]
 
+    get.logs = {}
     return get
 
 
@@ -71,6 +92,15 @@ def test_format_matches_eager(model, files, fmt):
     _check(runtime, model, SIZES[1], "panoptic", image_kind="array")
     with pytest.raises(ValueError, match="exported for batches of 1 images"):
         runtime.run(torch.stack([_blobs(*SIZES[0])] * 2), torch.stack([runtime.task_ids("panoptic")] * 2))
+
+
+def test_onnx_export_does_not_flood_the_log(files):
+    """The dynamo exporter's optimizer (onnx_ir, onnxscript) logs hundreds of INFO lines per export (~930 from
+    tools/export_model.py, which logs at INFO): kept to its warnings."""
+    files("onnx")
+    noisy = [r for r in files.logs["onnx"] if r.name.split(".")[0] in ("onnx_ir", "onnxscript")
+             and r.levelno < logging.WARNING]
+    assert noisy == [], f"{len(noisy)} INFO records, e.g. {noisy[0].name}: {noisy[0].getMessage()}"
 
 
 def test_onnx_file_uses_standard_ops_only(files):

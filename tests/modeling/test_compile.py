@@ -4,11 +4,14 @@ Inference is one graph (fullgraph=True: a graph break raises) whose outputs equa
 that serves a range of image sizes without recompiling; inductor, the default backend, gives the eager numbers; the
 predictor's ``compile=True`` gives the eager predictor's results; a training step gives the eager losses.
 """
+import re
+
 import pytest
 import torch
 from detectron2.modeling import build_model
 from torch._dynamo.utils import counters
 
+from oneformer.modeling.compile import CompiledNetwork
 from oneformer.predictor import OneFormerPredictor
 from tests.test_oneformer_model import _training_inputs
 from tests.tiny import tiny_cfg
@@ -38,6 +41,10 @@ def _network_inputs(model, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
     batched = [{"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8), "task": "panoptic"}]
     return model.preprocess_image(batched).tensor, model.encode_tasks(batched)
+
+
+def _compile_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "oneformer.modeling.compile"]
 
 
 def _max_diff(a, b):
@@ -119,7 +126,9 @@ def test_training_step_gives_the_eager_losses():
     assert counters["stats"]["unique_graphs"] >= 1  # it did go through torch.compile
 
 
-def test_predictor_compile_flag(tmp_path):
+def test_predictor_compile_flag(tmp_path, caplog):
+    """The predictor's compile=True: the eager predictor's result; a line when the graph compiles and one when it is
+    done, none at the next call."""
     cfg = tiny_cfg()
     cfg.MODEL.COMPILE_BACKEND = "eager"
     torch.manual_seed(0)
@@ -128,7 +137,14 @@ def test_predictor_compile_flag(tmp_path):
     compiled.model.load_state_dict(plain.model.state_dict())
     assert compiled.cfg.MODEL.COMPILE and compiled.model.compiled is not None and plain.model.compiled is None
     image = torch.randint(0, 256, (90, 120, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    out = compiled(image.numpy(), task="semantic")[0]["sem_seg"]
+    with caplog.at_level("INFO", logger="oneformer.modeling.compile"):
+        out = compiled(image.numpy(), task="semantic")[0]["sem_seg"]
+        lines = _compile_lines(caplog)
+        assert len(lines) == 2 and lines[0].startswith("compiling the network (torch.compile, backend 'eager')")
+        assert lines[1].startswith("compiled the network in"), lines
+        caplog.clear()
+        compiled(image.numpy(), task="panoptic")  # same size, another task: the same graph
+        assert _compile_lines(caplog) == []
     ref = plain(image.numpy(), task="semantic")[0]["sem_seg"]
     assert out.shape == ref.shape == (5, 90, 120)
     assert float((out - ref).abs().max()) < TOL
@@ -171,3 +187,53 @@ def test_frozen_graph_packs_onednn_linears(monkeypatch):
     code = "\n".join(code)
     assert "mkldnn._linear_pointwise" in code and "mkldnn._reorder_linear_weight(" not in code  # folded
     assert "_mkl_linear" not in code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a line when a compile starts and one when it ends (a first call of minutes must not look hung)
+
+
+def _small_network():
+    """A CompiledNetwork around a network of one convolution: compiles in about a second."""
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def network(images, tasks):
+        return {"pred_masks": conv(images) + tasks.sum()}
+
+    return CompiledNetwork(network, backend="eager")
+
+
+def test_each_new_graph_is_announced(caplog):
+    """A start and an end line at the first call of each graph (a multiple of 32, each static size of the others,
+    the training graph), none for a call that reuses one."""
+    compiled = _small_network()
+    tasks = torch.zeros(1, 2)
+    calls = [((64, 96), 2), ((64, 96), 0), ((72, 90), 2), ((72, 90), 0), ((80, 100), 2)]
+    with caplog.at_level("INFO", logger="oneformer.modeling.compile"), torch.no_grad():
+        for (h, w), expected in calls:
+            caplog.clear()
+            compiled(torch.zeros(1, 3, h, w), tasks)
+            lines = [line for line in _compile_lines(caplog) if "is not a multiple of" not in line]
+            assert len(lines) == expected, ((h, w), lines)
+            if expected:
+                assert lines[0].startswith(f"compiling the network (torch.compile, backend 'eager') for a new input "
+                                           f"size 1x3x{h}x{w}: the first image of each size takes"), lines[0]
+                assert re.fullmatch(r"compiled the network in \d+\.\d s", lines[1]), lines[1]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="oneformer.modeling.compile"):
+        compiled(torch.zeros(1, 3, 64, 64, requires_grad=True), tasks, training=True)
+    lines = _compile_lines(caplog)
+    assert len(lines) == 2 and "for a new training batch size 1x3x64x64" in lines[0], lines
+
+
+def test_compile_lines_reach_stderr_without_logging_setup(monkeypatch, capsys):
+    """Where logging is not set up (a script, the demo), the lines go to stderr, as logging's last resort does for
+    warnings."""
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    with torch.no_grad():
+        _small_network()(torch.zeros(1, 3, 64, 64), torch.zeros(1, 2))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("compiling the network (torch.compile, backend 'eager')") and "compiled the network in" in err[1]
