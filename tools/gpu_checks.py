@@ -12,8 +12,9 @@ Steps (each in its own process, time-boxed, its full log under ``--log-dir``; ea
 - ``environment``: Python, torch, CUDA, numpy and the GPU (or CPU).
 - ``wheels``: the distributions the run needs (``<wheels>/manifest.json``, written by ``make gpu-wheels``, i.e.
   tools/gpu_wheels.py) that this interpreter lacks are installed from the carried wheel folder with
-  ``pip install --no-index --no-deps --target <log-dir>/site`` (nothing is downloaded; the base environment is not
-  touched; every later step runs with that folder first on PYTHONPATH). A need that is missing and was not carried
+  ``pip install --no-index --no-deps --target <log-dir>/site`` (unpacked by this script where pip is missing;
+  nothing is downloaded; the base environment is not touched; every later step runs with that folder first on
+  PYTHONPATH). A need counts as found when any version of it is installed. A need that is missing and was not carried
   (over the folder's size budget) fails the step and names it. Dry run: checks the folder against its manifest.
 - ``build``: ``setup.py build_ext --inplace`` with FORCE_CUDA=1 for TORCH_CUDA_ARCH_LIST (default: the visible GPU's
   capability) and MAX_JOBS; skipped when ``oneformer.ops._C`` already has its CUDA kernels (part 2 after part 1).
@@ -206,16 +207,43 @@ def step_wheels(run):
     not_carried = [n["name"] for n in missing if not n["carried"]]
     if install:
         os.makedirs(run.site, exist_ok=True)
-        rc, out, _ = run.python("wheels", ["-m", "pip", "install", "--disable-pip-version-check", "--no-index",
-                                           "--no-deps", "--upgrade", "--target", run.site] +
-                                [os.path.join(run.args.wheels, n["file"]) for n in install], 180)
-        _check(rc, out, "pip install")
+        files = [os.path.join(run.args.wheels, n["file"]) for n in install]
+        if subprocess.run([run.py, "-m", "pip", "--version"], capture_output=True, check=False).returncode == 0:
+            rc, out, _ = run.python("wheels", ["-m", "pip", "install", "--disable-pip-version-check", "--no-index",
+                                               "--no-deps", "--upgrade", "--target", run.site] + files, 180)
+            _check(rc, out, "pip install")
+        else:
+            unpack_wheels(files, run.site)
     line = (f"found {len(found)}, installed {len(install)} into {os.path.relpath(run.site, REPO)}: "
             f"{' '.join(n['name'] + '==' + n['version'] for n in install) or '-'}")
     if not_carried:
         raise StepFailed(line + f"; MISSING and not carried: {' '.join(not_carried)} "
                          "(rebuild the folder with them: make gpu-wheels GPU_WHEELS_FIRST='...')")
     return line
+
+
+def unpack_wheels(files, site):
+    """Install wheels without pip: a wheel's files are laid out for site-packages as they are, except its
+    ``*.data/purelib`` and ``*.data/platlib`` folders (moved up); its scripts and headers are not needed here."""
+    import zipfile
+
+    for path in files:
+        with zipfile.ZipFile(path) as whl:
+            for member in whl.infolist():
+                parts = member.filename.split("/")
+                if parts[0].endswith(".data"):
+                    if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                        continue
+                    parts = parts[2:]
+                target = os.path.join(site, *parts)
+                if member.is_dir():
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with whl.open(member) as src, open(target, "wb") as dst:
+                    dst.write(src.read())
+                mode = member.external_attr >> 16
+                if mode & 0o111:
+                    os.chmod(target, 0o755)
 
 
 def _extension_status(run):
@@ -235,8 +263,8 @@ def step_build(run):
         return "skipped", f"already built with CUDA kernels: {status}"
     env = dict(run.env, FORCE_CUDA="1", MAX_JOBS=str(run.args.jobs))
     if "TORCH_CUDA_ARCH_LIST" not in env:
-        rc, out, _ = run.python("capability", ["-c", "import torch; print('%d.%d' % torch.cuda.get_device_capability())"],
-                                60)
+        code = "import torch; print('%d.%d' % torch.cuda.get_device_capability())"
+        rc, out, _ = run.python("capability", ["-c", code], 60)
         _check(rc, out, "GPU capability")
         env["TORCH_CUDA_ARCH_LIST"] = out.strip().splitlines()[-1]
     for old in glob.glob(os.path.join(REPO, "oneformer", "ops", "_C*.so")):

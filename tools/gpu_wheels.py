@@ -12,9 +12,11 @@ here), what the GPU run needs:
 - detectron2 (the ``sal-detectron2`` republish, its cp310 wheel renamed to py3 as tools/install_detectron2.sh does)
   and ``panopticapi-lite``, with the requirements from their metadata less numpy;
 
-numpy is pinned to ``--numpy`` for the resolution and not carried. Projects that publish only a source distribution
+numpy is pinned to ``--numpy`` for the resolution and not carried; neither are backports of standard-library modules
+(``typing``), which would hide the standard library. Projects that publish only a source distribution
 (fvcore, iopath, antlr4-python3-runtime) are built into wheels here first: those that a resolution for this
-interpreter would build from source, and any the target's resolution still finds without a wheel. Every resolved wheel is downloaded (``--no-deps``), then the folder keeps as many as fit in
+interpreter would build from source, and any the target's resolution still finds without a wheel. Every resolved
+wheel is downloaded (``--no-deps``), then the folder keeps as many as fit in
 ``--budget-mb``: first the distributions whose modules the run imports (found by importing its entry points in a
 child process of this interpreter, mapped with ``importlib.metadata.packages_distributions``), each group smallest
 first; ``--first NAME ...`` puts named ones ahead of all. What does not fit is listed in ``manifest.json`` as not
@@ -45,11 +47,7 @@ import train_net, benchmark_inference, benchmark_train_memory, convert_hf_onefor
 import oneformer.modeling, oneformer.data, oneformer.evaluation
 import pytest, hypothesis, safetensors, tokenizers
 from transformers import OneFormerForUniversalSegmentation, OneFormerImageProcessor
-import tempfile
-from detectron2.engine.defaults import default_writers
-with tempfile.TemporaryDirectory() as tmp:  # train_net's writers (TensorBoard's among them) import at run time
-    for writer in default_writers(tmp, 1):
-        writer.close()
+import torch.utils.tensorboard  # train_net's TensorBoard writer imports it at its first write
 print("\\n".join(sorted({{m.split(".")[0] for m in list(sys.modules)}})))
 """
 
@@ -80,6 +78,14 @@ def wheel_requirements(path):
                                  .decode("utf-8"))
     return [r for r in meta.get_all("Requires-Dist") or []
             if canonical(_name(r)) != "numpy" and not re.search(r"\bextra\s*==", r)]
+
+
+def stdlib_backport(path):
+    """The top-level modules of a wheel that the standard library has (a backport for older Pythons), if any."""
+    with zipfile.ZipFile(path) as whl:
+        top = {n.split("/")[0].removesuffix(".py") for n in whl.namelist()
+               if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    return sorted(top & set(sys.stdlib_module_names))
 
 
 class Pip:
@@ -179,8 +185,13 @@ def main(argv=None):
         for path in os.listdir(local):
             shutil.copy(os.path.join(local, path), staged)
         wheels = {}
-        for path in os.listdir(staged):
+        for path in sorted(os.listdir(staged)):
             name = canonical(path.split("-")[0])
+            shadowed = stdlib_backport(os.path.join(staged, path))
+            if shadowed:
+                # e.g. `typing` (cityscapesscripts requires it): first on PYTHONPATH it would hide the standard library
+                print(f"gpu_wheels: {path} left out: a backport of the standard library's {', '.join(shadowed)}")
+                continue
             wheels[name] = {"name": name, "version": path.split("-")[1], "file": path,
                             "size": os.path.getsize(os.path.join(staged, path))}
         imported = imported_distributions()

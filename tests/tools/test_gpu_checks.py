@@ -12,10 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
-import gpu_checks  # noqa: E402
-import gpu_wheels  # noqa: E402
+import gpu_checks
+import gpu_wheels
 
-LINE = re.compile(r"^\[gpu_checks\] ([\w-]+): (ok|skipped|FAILED) \([\d.]+ s\) (.*)$", re.M)
+LINE = re.compile(r"^\[gpu_checks\] ([\w-]+): (ok|skipped|FAILED) \([\d.]+ s\) (.*)$", re.MULTILINE)
 
 
 def make_wheel_folder(folder, carried=("tabulate", "yacs"), left=("scipy",)):
@@ -122,3 +122,29 @@ def test_run_requirements_come_from_pyproject():
     deps, extras = gpu_wheels.pyproject_requirements()
     assert any(d.startswith("torch>=") for d in deps) and any(d.startswith("fvcore") for d in deps)
     assert [gpu_wheels.canonical(gpu_wheels._name(r)) for r in extras] == list(gpu_wheels.RUN_EXTRAS)
+
+
+def test_wheels_unpack_without_pip(tmp_path):
+    path = tmp_path / "demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr("demo/__init__.py", "VALUE = 1\n")
+        whl.writestr("demo-1.0.data/platlib/demo_ext.py", "X = 2\n")
+        whl.writestr("demo-1.0.data/scripts/demo-cli", "#!python\n")
+        whl.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+    site = tmp_path / "site"
+    gpu_checks.unpack_wheels([str(path)], str(site))
+    assert (site / "demo" / "__init__.py").read_text() == "VALUE = 1\n" and (site / "demo_ext.py").exists()
+    assert (site / "demo-1.0.dist-info" / "METADATA").exists() and not list(site.rglob("demo-cli"))
+    code = "import demo, demo_ext, importlib.metadata as m; print(demo.VALUE + demo_ext.X, m.version('demo'))"
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(site)},
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["3", "1.0"]
+
+
+def test_standard_library_backports_are_recognized(tmp_path):
+    backport, package = tmp_path / "typing-3.7.4.3-py3-none-any.whl", tmp_path / "yacs-0.1.8-py3-none-any.whl"
+    for path, module in ((backport, "typing.py"), (package, "yacs/__init__.py")):
+        with zipfile.ZipFile(path, "w") as whl:
+            whl.writestr(module, "")
+            whl.writestr(path.name.split("-")[0] + ".dist-info/METADATA", "Name: x\n")
+    assert gpu_wheels.stdlib_backport(backport) == ["typing"] and gpu_wheels.stdlib_backport(package) == []
