@@ -17,7 +17,7 @@ OP_SOURCES := $(wildcard oneformer/ops/csrc/*.h oneformer/ops/csrc/*.cpp oneform
 OP_LIBRARY := $(wildcard oneformer/ops/_C*.so)
 PYTEST_ARGS ?=
 
-.PHONY: setup check-python test demo benchmark cuda-build-check clean
+.PHONY: setup check-python test demo benchmark cuda-build-check gpu-wheels gpu-checks-dry-run clean
 
 setup: check-python $(STAMPS)/package
 
@@ -97,6 +97,20 @@ cuda-build-check: setup
 	find build/cuda-check -name '_C*.so' -delete
 	cd build/cuda-check && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" $(abspath $(PY)) setup.py -q build_ext --inplace
 	cd build/cuda-check && $(abspath $(PY)) -c "from oneformer.ops import extension_status as s; st = s(); assert st['cuda'], st; print('CUDA build OK:', st)"
+
+# The wheels that tools/gpu_checks.py installs on a bare GPU machine (Python 3.12, torch and numpy preinstalled,
+# nothing downloadable): resolved from pyproject.toml and detectron2's metadata by tools/gpu_wheels.py, kept out of
+# git in .whl/gpu312 (carry that path to the machine). GPU_WHEELS_BUDGET_MB caps the folder (the carried paths may
+# total 64 MiB); GPU_WHEELS_FIRST="scipy ..." carries those before all others.
+GPU_WHEELS_BUDGET_MB ?= 48
+GPU_WHEELS_FIRST ?=
+gpu-wheels: setup
+	$(PY) tools/gpu_wheels.py --dest .whl/gpu312 --budget-mb $(GPU_WHEELS_BUDGET_MB) $(if $(GPU_WHEELS_FIRST),--first $(GPU_WHEELS_FIRST))
+
+# tools/gpu_checks.sh's steps on this machine's CPU (bundled synthetic model, tiny sizes); tests/tools/test_gpu_checks.py
+# runs the same
+gpu-checks-dry-run: setup
+	PYTHON=$(abspath $(PY)) sh tools/gpu_checks.sh --dry-run
 
 clean:
 	rm -rf build $(STAMPS) .stamps oneformer/ops/_C*.so *.egg-info

@@ -24,6 +24,13 @@ nothing to do. ``--confident S`` multiplies the class head and the last mask-emb
 that, like a trained model, some queries are confident and mask probabilities saturate (default 16 with random
 weights, 1 with real weights).
 
+``--batch N`` runs N images per call (synthetic images of N seeds, or ``--image`` N times); latency is per call and
+images/s = N / latency. ``--extra`` adds more processes of ours (and of transformers) in the same turns, for the GPU
+figures (tools/gpu_checks.py): ``eager-bf16`` (bf16 autocast, the pixel decoder following autocast),
+``compiled-bf16`` (the same under ``torch.compile``), ``cudagraphs-bf16`` (also ``MODEL.COMPILE_MODE
+reduce-overhead``, CUDA graphs) and ``hf-bf16`` (transformers under bf16 autocast); each is compared with the first
+process of ours. ``--json FILE`` writes every figure.
+
 ``--compile`` adds three more processes of ours, timed in the same turns: the network under ``torch.compile``
 (MODEL.COMPILE, inductor: what the compiler picks for this machine), the AOTInductor package and the dynamo-exported
 ONNX file run by onnxruntime (both through ``oneformer.export.ExportedOneFormer``, post-processing included). Their
@@ -35,6 +42,7 @@ files are float32 graphs).
         --size 512 --task panoptic --threads 2 --compile
 """
 import argparse
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -48,6 +56,22 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+
+# --extra: name -> (ours' worker kind, precision, KEY VALUE overrides)
+EXTRA_VARIANTS = {
+    "eager-bf16": ("eager", "bf16", ["MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION", "autocast"]),
+    "compiled-bf16": ("compiled", "bf16", ["MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION", "autocast"]),
+    "cudagraphs-bf16": ("compiled", "bf16", ["MODEL.SEM_SEG_HEAD.PIXEL_DECODER_PRECISION", "autocast",
+                                             "MODEL.COMPILE_MODE", "reduce-overhead"]),
+    "hf-bf16": ("hf", "bf16", []),
+}
+
+
+def extra_variant_args(args, name):
+    """The worker kind of an ``--extra`` variant and a copy of ``args`` with its precision and overrides."""
+    kind, precision, opts = EXTRA_VARIANTS[name]
+    return kind, argparse.Namespace(**{**vars(args), "precision": precision, "opts": list(args.opts) + opts})
 
 
 def setup_cfg(args, rule=None, compile=False):
@@ -159,14 +183,29 @@ def _exported_runner(args, model, image, variant):
     return lambda: [runtime(image, task=args.task)]
 
 
+def input_images(args):
+    """The ``args.batch`` input images (uint8, 3×H×W): ``--image`` repeated, else synthetic images of consecutive
+    seeds."""
+    batch = getattr(args, "batch", 1)
+    if args.image:
+        return [load_image(args.image)] * batch
+    return [make_input(args.size, args.seed + i) for i in range(batch)]
+
+
+def _ours_panoptic(out):
+    ids, segments = out["panoptic_seg"]
+    return ids.cpu(), {s["id"]: s["category_id"] for s in segments}
+
+
 def worker_ours(args, weights_path, rule, variant, cmd, queue):
     """``variant``: "eager", "compiled" (MODEL.COMPILE), "AOTInductor" or "onnxruntime" (exported files)."""
     torch.set_num_threads(args.threads)
     cfg = setup_cfg(args, rule, compile=variant == "compiled")
     model = build_ours(args, cfg)
     model.load_state_dict(torch.load(weights_path, weights_only=True))
-    image = load_image(args.image) if args.image else make_input(args.size, args.seed)
-    inputs = [{"image": image, "task": args.task, "height": image.shape[-2], "width": image.shape[-1]}]
+    batch = input_images(args)
+    image = batch[0]
+    inputs = [{"image": im, "task": args.task, "height": im.shape[-2], "width": im.shape[-1]} for im in batch]
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -182,12 +221,12 @@ def worker_ours(args, weights_path, rule, variant, cmd, queue):
         run()
         prepare_s = time.perf_counter() - t0
     times = _serve(run, args.device, args.warmup, cmd, queue)
-    out = run()[0]
+    outs = run()
     if variant != "eager":
         result = {"times": times, "peak_mb": _peak_memory_mb(args.device), "prepare_s": prepare_s}
         if args.task == "panoptic":
-            ids, segments = out["panoptic_seg"]
-            result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
+            result["panoptic_batch"] = [_ours_panoptic(o) for o in outs]
+            result["panoptic"] = result["panoptic_batch"][0]
         queue.put(result)
         cmd.get()
         return
@@ -218,8 +257,8 @@ def worker_ours(args, weights_path, rule, variant, cmd, queue):
     result = {"times": times, "peak_mb": _peak_memory_mb(args.device),
               "stages": {k: statistics.median(v) for k, v in stages.items()}}
     if args.task == "panoptic":
-        ids, segments = out["panoptic_seg"]
-        result["panoptic"] = (ids.cpu(), {s["id"]: s["category_id"] for s in segments})
+        result["panoptic_batch"] = [_ours_panoptic(o) for o in outs]
+        result["panoptic"] = result["panoptic_batch"][0]
     queue.put(result)
     cmd.get()  # stay alive until the result (tensors shared through file descriptors) has been received
 
@@ -232,7 +271,7 @@ def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, cmd,
     processor = OneFormerImageProcessor()
     pixel_values = pixel_values.to(args.device)
     task_ids = task_ids.to(args.device)
-    target = [tuple(pixel_values.shape[-2:]) if image_size is None else image_size]
+    target = [tuple(pixel_values.shape[-2:]) if image_size is None else image_size] * pixel_values.shape[0]
     object_threshold, overlap, stuff_ids = thresholds
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -243,17 +282,18 @@ def worker_hf(args, hf_dir, pixel_values, image_size, task_ids, thresholds, cmd,
             if args.task == "panoptic":
                 return processor.post_process_panoptic_segmentation(
                     out, threshold=object_threshold, overlap_mask_area_threshold=overlap,
-                    label_ids_to_fuse=stuff_ids, target_sizes=target)[0]
+                    label_ids_to_fuse=stuff_ids, target_sizes=target)
             if args.task == "instance":
                 return processor.post_process_instance_segmentation(
-                    out, threshold=object_threshold, overlap_mask_area_threshold=overlap, target_sizes=target)[0]
-            return processor.post_process_semantic_segmentation(out, target_sizes=target)[0]
+                    out, threshold=object_threshold, overlap_mask_area_threshold=overlap, target_sizes=target)
+            return processor.post_process_semantic_segmentation(out, target_sizes=target)
 
     times = _serve(run, args.device, args.warmup, cmd, queue)
     result = {"times": times, "peak_mb": _peak_memory_mb(args.device)}
     if args.task == "panoptic":
-        r = run()
-        result["panoptic"] = (r["segmentation"].cpu(), {s["id"]: s["label_id"] for s in r["segments_info"]})
+        result["panoptic_batch"] = [(r["segmentation"].cpu(), {s["id"]: s["label_id"] for s in r["segments_info"]})
+                                    for r in run()]
+        result["panoptic"] = result["panoptic_batch"][0]
     queue.put(result)
     cmd.get()  # stay alive until the result (tensors shared through file descriptors) has been received
 
@@ -369,8 +409,14 @@ def main(argv=None):
     parser.add_argument("--rules", nargs="+", choices=["original", "transformers"],
                         default=["original", "transformers"],
                         help="panoptic task: the MODEL.TEST.PANOPTIC_RULE values to run ours with (one process each)")
+    parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument("--extra", nargs="+", default=[], choices=sorted(EXTRA_VARIANTS),
+                        help="more processes timed in the same turns (see above)")
+    parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
     cfg = setup_cfg(args)
     if args.confident is None:
         args.confident = 1.0 if cfg.MODEL.WEIGHTS else 16.0
@@ -381,10 +427,11 @@ def main(argv=None):
 
     model = build_ours(args, cfg)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    image = load_image(args.image) if args.image else make_input(args.size, args.seed)
+    batch = input_images(args)
+    image = batch[0]
     with torch.no_grad():
-        pixel_values = model.preprocess_image([{"image": image.to(model.device)}]).tensor.cpu()
-    task_ids = model.task_token_ids(args.task)[None]
+        pixel_values = model.preprocess_image([{"image": im.to(model.device)} for im in batch]).tensor.cpu()
+    task_ids = model.task_token_ids(args.task)[None].expand(args.batch, -1).contiguous()
     thresholds = (cfg.MODEL.TEST.OBJECT_MASK_THRESHOLD, cfg.MODEL.TEST.OVERLAP_THRESHOLD, stuff_ids(cfg))
     params = sum(v.numel() for v in model.parameters())
     del model
@@ -392,7 +439,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {args.threads} threads"
     h, w = image.shape[-2:]
     source = args.image or "synthetic image"
-    print(f"# {os.path.relpath(args.config_file, REPO)} | {source} {h}x{w}, batch 1, task {args.task}, "
+    print(f"# {os.path.relpath(args.config_file, REPO)} | {source} {h}x{w}, batch {args.batch}, task {args.task}, "
           f"{args.precision} | {device_name} | torch {torch.__version__} | {params / 1e6:.1f}M params | "
           f"weights: {cfg.MODEL.WEIGHTS or f'random (seed {args.seed}), confident x{args.confident:g}'}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -407,6 +454,10 @@ def main(argv=None):
                     ) if args.compile else ()
         for variant in variants:
             workers[f"ours, {variant}"] = (worker_ours, (args, weights, rules[0], variant))
+        for name in args.extra:
+            if not name.startswith("hf-"):
+                kind, variant_args = extra_variant_args(args, name)
+                workers[f"ours, {name}"] = (worker_ours, (variant_args, weights, rules[0], kind))
         if not args.no_hf:
             sys.path.insert(0, os.path.join(REPO, "tools"))
             from convert_hf_oneformer import ours_to_hf
@@ -419,14 +470,21 @@ def main(argv=None):
             hf_model.save_pretrained(hf_dir)
             del hf_model, hf_state
             workers["transformers"] = (worker_hf, (args, hf_dir, pixel_values, (h, w), task_ids, thresholds))
+            for name in args.extra:
+                if name.startswith("hf-"):
+                    _, variant_args = extra_variant_args(args, name)
+                    workers[f"transformers, {name}"] = (
+                        worker_hf, (variant_args, hf_dir, pixel_values, (h, w), task_ids, thresholds))
         del state
         results = run_interleaved(workers, args.runs)
     hf = results.get("transformers")
 
-    print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}")
+    for r in results.values():
+        r["images_per_s"] = args.batch / r["latency"]
+    print(f"{'':28s}{'latency (median)':>18s}{'peak memory':>14s}{'images/s':>10s}")
     for name, r in results.items():
         label = "transformers + post-process" if name == "transformers" else name
-        print(f"{label:28s}{r['latency'] * 1e3:>15.0f} ms{r['peak_mb']:>11.0f} MB")
+        print(f"{label:28s}{r['latency'] * 1e3:>15.0f} ms{r['peak_mb']:>11.0f} MB{r['images_per_s']:>10.2f}")
     for name, r in results.items():
         if hf is not None and name != "transformers":
             print(f"speed-up (transformers / {name}): {hf['latency'] / r['latency']:.2f}x")
@@ -437,11 +495,11 @@ def main(argv=None):
         print(f"runs, in turn ({name}, ms):", " ".join(f"{t * 1e3:.0f}" for t in r["times"]))
     eager = results[names[rules[0]]]
     for name, r in results.items():
-        if "prepare_s" in r and args.task == "panoptic":
-            same = (r["panoptic"][0] == eager["panoptic"][0]).float().mean().item()
-            print(f"panoptic output of {name} vs eager: {same * 100:.3f}% of pixels same id, segments "
-                  f"{'identical' if r['panoptic'][1] == eager['panoptic'][1] else 'DIFFERENT'} "
-                  f"({len(r['panoptic'][1])} vs {len(eager['panoptic'][1])})")
+        if args.task == "panoptic" and r is not eager and name.startswith("ours"):
+            r["vs_eager"] = batch_agreement(r["panoptic_batch"], eager["panoptic_batch"])
+            same, identical, n, n_ref = r["vs_eager"]
+            print(f"panoptic output of {name} vs eager: {same * 100:.3f}% of pixels same segment, segments "
+                  f"{'identical' if identical else 'DIFFERENT'} ({n} vs {n_ref})")
     for name in names.values():
         stages = results[name]["stages"]
         print(f"{name} per stage (median):", ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
@@ -454,7 +512,30 @@ def main(argv=None):
                   f"{seg * 100:.3f}% same segment; segments: {len(ours['panoptic'][1])} vs "
                   f"{len(hf['panoptic'][1])}; void: {void * 100:.3f}% vs "
                   f"{(hf['panoptic'][0] <= 0).float().mean().item() * 100:.3f}% of pixels")
+    if hf is not None and args.task == "panoptic":
+        for r in results.values():
+            if r is not hf:
+                # over the whole batch: pixels of the same category and segment as transformers' output
+                pairs = [panoptic_agreement(a, b) for a, b in zip(r["panoptic_batch"], hf["panoptic_batch"])]
+                r["vs_transformers"] = [sum(p[i] for p in pairs) / len(pairs) for i in (0, 1)]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": os.path.relpath(args.config_file, REPO), "device": device_name,
+                       "torch": torch.__version__, "batch": args.batch, "size": [h, w], "task": args.task,
+                       "params_m": params / 1e6,
+                       "results": {name: {k: v for k, v in r.items() if not k.startswith("panoptic")}
+                                   for name, r in results.items()}}, f, indent=1)
     return results
+
+
+def batch_agreement(outs, refs):
+    """Agreement of a batch of panoptic outputs with reference outputs: the fraction of pixels in the same segment
+    (``panoptic_agreement``: segment ids may be numbered differently), whether every image has the same segments
+    (their categories, as a sorted list), and the numbers of segments; returns (fraction, identical, n, n_ref)."""
+    same = sum(panoptic_agreement(a, b)[1] * b[0].numel() for a, b in zip(outs, refs)) / sum(
+        b[0].numel() for b in refs)
+    identical = all(sorted(a[1].values()) == sorted(b[1].values()) for a, b in zip(outs, refs))
+    return same, identical, sum(len(a[1]) for a in outs), sum(len(b[1]) for b in refs)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,20 @@ def test_opcheck_backward(device, dtype):
     torch.library.opcheck(torch.ops.oneformer.ms_deform_attn_backward.default, (value, shapes, starts, loc, w, grad))
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a visible GPU and the CUDA build of oneformer.ops._C")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_opcheck_cuda_reduced_precision(dtype, case):
+    # the CUDA kernels take float16/bfloat16 values (float32 locations) directly; on the CPU the Python entry computes
+    # them in float32, so the operator itself is checked in these dtypes on CUDA only
+    args = op_args(CASES[case], dtype, "cuda", False)
+    torch.library.opcheck(torch.ops.oneformer.ms_deform_attn.default, args)
+    value, shapes, starts, loc, w = args
+    grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3], device="cuda").to(dtype)
+    torch.library.opcheck(torch.ops.oneformer.ms_deform_attn_backward.default, (value, shapes, starts, loc, w, grad))
+
+
 def test_operator_gradients_match_the_reference():
     # the registered autograd formula, checked numerically in float64
     args = op_args(CASES[0], torch.float64, "cpu", True)
