@@ -1,15 +1,15 @@
 """COCO AP/AR through a fast, exact COCOeval (hotcoco), with pycocotools as the fallback.
 
 Why hotcoco: of the three maintained fast implementations (faster-coco-eval 1.8.0, hotcoco 1.3.0,
-ultrafast-pycocotools 0.1.14; all three install as wheels for Python 3.10-3.13 with numpy 1.26 and 2.x),
-hotcoco and ultrafast-pycocotools reproduced pycocotools bit for bit on the synthetic COCO-scale set of
-``synthetic_coco.py`` (all 12 stats and the whole precision/recall arrays, segm and bbox, crowd regions, polygons,
-score ties, more than 100 detections per image); faster-coco-eval differed in the last bit (2.2e-16 in precision) and
-was several times slower than the other two. hotcoco and ultrafast-pycocotools ran equally fast (about 30x
-pycocotools on 5000 images, tools/benchmark_coco_eval.py, README "Evaluation: COCO AP"); hotcoco was taken for
-being one abi3 wheel that serves every Python >= 3.10 (Linux x86-64/aarch64, macOS, Windows) with numpy>=1.22 as its only
-dependency, a 1.x release, and for also computing PQ. Detectron2's own fast path (``COCOeval_opt``) needs
-``detectron2._C``, which the PyPI republish does not load, so without this Detectron2 uses pycocotools' Python loops.
+ultrafast-pycocotools 0.1.14; all three install as wheels for Python 3.10-3.13 with numpy 1.26 and 2.x), hotcoco and
+ultrafast-pycocotools reproduced pycocotools bit for bit on the synthetic COCO-scale set of ``synthetic_coco.py``
+(all 12 stats and the whole precision/recall arrays, segm and bbox, crowd regions, polygons, score ties, more than
+100 detections per image); faster-coco-eval differed in the last bit (2.2e-16 in precision) and was several times
+slower than the other two. hotcoco and ultrafast-pycocotools ran equally fast (about 30x pycocotools on 5000 images,
+tools/benchmark_coco_eval.py, README "Evaluation: COCO AP"); hotcoco was taken for being one abi3 wheel that serves
+every Python >= 3.10 (Linux x86-64/aarch64, macOS, Windows) with numpy>=1.22 as its only dependency, a 1.x release,
+and for also computing PQ. Detectron2's own fast path (``COCOeval_opt``) needs ``detectron2._C``, which the PyPI
+republish does not load, so without this Detectron2 uses pycocotools' Python loops.
 
 ``fast_cocoeval(coco_gt, coco_dt, iou_type)`` takes what Detectron2's ``_evaluate_predictions_on_coco`` has (pycocotools
 ``COCO`` objects: the ground truth and its ``loadRes`` of the results) and returns an evaluator with pycocotools'

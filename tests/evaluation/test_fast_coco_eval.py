@@ -1,12 +1,13 @@
 """The fast COCOeval (hotcoco) against pycocotools on a COCO-scale synthetic set: every number must be identical.
 
-"Identical" is exact float64 equality (np.array_equal), not a tolerance: the whole precision and recall arrays and the
-12 AP/AR stats, for segm and bbox. One exception, pycocotools' own: its stats are ``np.mean`` over the precision array,
-and numpy 1.26 sums in another order than numpy 2 (the same precision array gave APm 0.17048562977236015 on 1.26 and
-...012 on 2.5, hotcoco's value); with numpy < 2 the stats are compared to 1e-15 (the arrays still exactly). The set (oneformer.evaluation.synthetic_coco, built once per test session in
-memory) has 2000 images, 64x64 or 48x80 with Poisson(4) objects each, and every 200th image 160x160 with 100 objects
-and 110 false positives (large areas, the maxDets cut), crowd regions as uncompressed RLE, polygons, empty images,
-score ties and a category without ground truth.
+"Identical" is exact float64 equality (np.array_equal), not a tolerance: the whole precision and recall arrays and
+the 12 AP/AR stats, for segm and bbox. One exception, pycocotools' own: its stats are ``np.mean`` over the precision
+array, and numpy 1.26 sums in another order than numpy 2 (the same precision array gave APm 0.17048562977236015 on
+1.26 and ...012 on 2.5, hotcoco's value); with numpy < 2 the stats are compared to 1e-15 (the arrays still exactly).
+The set (oneformer.evaluation.synthetic_coco, built once per test session in memory) has 2000 images, 64x64 or 48x80
+with Poisson(4) objects each, and every 200th image 160x160 with 100 objects and 110 false positives (large areas,
+the maxDets cut), crowd regions as uncompressed RLE, polygons, empty images, score ties and a category without ground
+truth.
 """
 import contextlib
 import copy
