@@ -76,6 +76,7 @@ from oneformer.engine import (
 from oneformer.engine.best_checkpoint import BestCheckpointHook, StopTraining, metric_key
 from oneformer.engine.launch import LaunchError, launch_env, launch_from_args, launch_summary, single_process_norms
 from oneformer.evaluation import build_oneformer_evaluator
+from oneformer.evaluation.async_evaluator import AsyncEvaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
 from oneformer.utils.device import DeviceError, check_device
 
@@ -298,7 +299,10 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------------------------------------ evaluation
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None, tasks=None):
-        return build_oneformer_evaluator(cfg, dataset_name, output_folder=output_folder, tasks=tasks)
+        """``build_oneformer_evaluator``'s evaluator, its ``process`` in a worker thread (TEST.EVALUATOR_QUEUE)."""
+        evaluator = build_oneformer_evaluator(cfg, dataset_name, output_folder=output_folder, tasks=tasks)
+        queue = int(cfg.TEST.get("EVALUATOR_QUEUE", 0))
+        return AsyncEvaluator(evaluator, max_pending=queue) if queue > 0 else evaluator
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
