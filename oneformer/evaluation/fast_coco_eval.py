@@ -6,7 +6,7 @@ ultrafast-pycocotools reproduced pycocotools bit for bit on the synthetic COCO-s
 (all 12 stats and the whole precision/recall arrays, segm and bbox, crowd regions, polygons, score ties, more than
 100 detections per image); faster-coco-eval differed in the last bit (2.2e-16 in precision) and was several times
 slower than the other two. hotcoco and ultrafast-pycocotools ran equally fast (about 30x pycocotools on 5000 images,
-tools/benchmark_coco_eval.py, README "Evaluation: COCO AP"); hotcoco was taken for being one abi3 wheel that serves
+tools/benchmark_coco_eval.py, README "Evaluation speed"); hotcoco was taken for being one abi3 wheel that serves
 every Python >= 3.10 (Linux x86-64/aarch64, macOS, Windows) with numpy>=1.22 as its only dependency, a 1.x release,
 and for also computing PQ. Detectron2's own fast path (``COCOeval_opt``) needs ``detectron2._C``, which the PyPI
 republish does not load, so without this Detectron2 uses pycocotools' Python loops.
