@@ -3,7 +3,10 @@
 Input: a list of dicts with "image" (C, H, W) uint8 (or float 0..255; a float image in [0, 1] is refused) in
 cfg.INPUT.FORMAT, optional "height"/"width" (output size),
 "task" ("The task is panoptic" or just "panoptic"; default MODEL.TEST.TASK), and for training "instances"
-(gt_classes, gt_masks) and "text" (list of N − N_CTX strings).
+(gt_classes, gt_masks) and "text" (list of N − N_CTX strings). At test time "task" may be "all": each output from its
+own task token in one pass (panoptic_seg from the panoptic token, instances from the instance token, sem_seg and
+sem_seg_probs from the semantic token; the backbone and pixel decoder run once, the transformer decoder once per
+token; ``_forward_all_tasks``).
 Output (eval): one dict per image with "sem_seg" (K, H, W) scores, "panoptic_seg" (ids (H, W) int32,
 segments_info) and "instances", as enabled by MODEL.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON; an input may instead name
 the ones it wants in "outputs" (a subset of OUTPUTS + EXTRAS), e.g. only what its task needs. EXTRAS add:
@@ -31,7 +34,7 @@ from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 from torch.nn import functional as F
 
-from .data.tokenizer import TASKS, Tokenize, get_default_tokenizer, task_string
+from .data.tokenizer import TASK_ALL, TASKS, Tokenize, get_default_tokenizer, is_task_all, task_string
 from .modeling.activation_checkpoint import apply_activation_checkpointing
 from .modeling.compile import CompiledNetwork
 from .modeling.cpu_linear import CPU_LINEAR_BACKENDS, use_onednn_linear
@@ -45,11 +48,15 @@ from .modeling.transformer_decoder.mlp import MLP
 from .modeling.transformer_decoder.text_transformer import TextTransformer
 from .utils.tracing import is_tracing
 
-__all__ = ["OneFormer", "TASKS", "OUTPUTS", "EXTRAS", "task_string"]
+__all__ = ["OneFormer", "TASKS", "TASK_ALL", "OUTPUTS", "EXTRAS", "TASK_OUTPUTS", "task_string"]
 
 OUTPUTS = ("sem_seg", "panoptic_seg", "instances")
 # optional additions to the outputs an input asks for (see the module docstring)
 EXTRAS = ("embeddings", "sem_seg_probs")
+# task "all": which task token computes which output (and extra)
+TASK_OUTPUTS = {"panoptic": ("panoptic_seg",), "instance": ("instances",), "semantic": ("sem_seg", "sem_seg_probs")}
+# marks the per-token inputs made from a task-"all" input (their instances stay in the model's label space)
+_FROM_TASK_ALL = "_from_task_all"
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +153,7 @@ class OneFormer(nn.Module):
         self.detection_on = detection_on
         self.test_topk_per_image = test_topk_per_image
         self.is_demo = is_demo
-        self.default_task = task_string(default_task)
+        self.default_task = TASK_ALL if is_task_all(default_task) else task_string(default_task)
         self.task_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=task_seq_len)
         self.text_tokenizer = Tokenize(get_default_tokenizer(), max_seq_len=max_seq_len)
         self._task_ids: Dict[str, torch.Tensor] = {}
@@ -284,6 +291,8 @@ class OneFormer(nn.Module):
             self._check_training_inputs(batched_inputs)
         elif any(x.get("sliding_window", self.sliding_window_on) for x in batched_inputs):
             return self._forward_sliding(batched_inputs)
+        elif any(is_task_all(x.get("task", self.default_task)) for x in batched_inputs):
+            return self._forward_all_tasks(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         tasks = self.encode_tasks(batched_inputs)
         if not self.training and any("embeddings" in x.get("outputs", ()) for x in batched_inputs):
@@ -414,6 +423,8 @@ class OneFormer(nn.Module):
 
     def _instance_remap(self, x: Dict) -> Optional[List[int]]:
         task = task_string(x.get("task", self.default_task))
+        if x.get(_FROM_TASK_ALL):
+            return None  # task "all" evaluates a panoptic dataset, whose instance evaluators take the model's ids
         if "ade20k" in (self.metadata.name or "") and not self.is_demo and "instance" in task:
             # ADE20K instance evaluation uses the 100-class thing space
             return list(self.metadata.thing_dataset_id_to_contiguous_id.keys())
@@ -506,8 +517,66 @@ class OneFormer(nn.Module):
             for i, r in zip(whole, self.forward([dict(batched_inputs[i], sliding_window=False) for i in whole])):
                 results[i] = r
         for i, (x, want) in enumerate(zip(batched_inputs, wanted)):
-            if slide[i]:
+            if not slide[i]:
+                continue
+            if is_task_all(x.get("task", self.default_task)):  # by windows: one whole run per task token
+                results[i] = {}
+                for task, outs in self._task_plan(x, want, i).items():
+                    results[i].update(self.sliding_window_inference(dict(x, task=task, **{_FROM_TASK_ALL: True}), outs,
+                                                                            thing_ids))
+            else:
                 results[i] = self.sliding_window_inference(x, want, thing_ids)
+        return results
+
+    # ----------------------------------------------------------------------------------------------------------
+    # task "all": every output from its own task token, one backbone and pixel-decoder pass
+
+    def _task_plan(self, x: Dict, want: set, i: int) -> Dict[str, set]:
+        """{task name: outputs to compute with that token} for input ``i`` (wanting ``want``)."""
+        task = x.get("task", self.default_task)
+        if not is_task_all(task):
+            return {task_string(task)[len("The task is "):]: want}
+        if "embeddings" in want:
+            raise ValueError(f"batched_inputs[{i}] asks for 'embeddings' with task 'all': query embeddings belong to "
+                             "one task token; ask for them with a single task")
+        plan = {t: want & set(outs) for t, outs in TASK_OUTPUTS.items()}
+        return {t: outs for t, outs in plan.items() if outs}
+
+    def _forward_all_tasks(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """A batch in which some inputs have task "all" (the others one task each).
+
+        The backbone and the pixel decoder run once on the whole batch; the task-conditioned transformer decoder then
+        runs once per task token on the inputs that need it (all of them for task "all"), and each token's outputs
+        are post-processed into its own results: panoptic_seg from the panoptic token, instances from the instance
+        token, sem_seg / sem_seg_probs from the semantic token (``TASK_OUTPUTS``). The decoder sees the same features
+        as in a single-token run, so each output equals that run's. Runs eagerly (MODEL.COMPILE compiles the
+        single-token network).
+        """
+        images = self.preprocess_image(batched_inputs)
+        wanted, _ = self._wanted(batched_inputs)
+        plans = [self._task_plan(x, want, i) for i, (x, want) in enumerate(zip(batched_inputs, wanted))]
+        encoded = self.sem_seg_head.encode(self.backbone(images.tensor))
+        results: List[Dict] = [{} for _ in batched_inputs]
+        for task in TASK_OUTPUTS:
+            idx = [i for i, plan in enumerate(plans) if task in plan]
+            if not idx:
+                continue
+            sub = [dict(batched_inputs[i], task=task, outputs=tuple(sorted(plans[i][task])),
+                        **{_FROM_TASK_ALL: is_task_all(batched_inputs[i].get("task", self.default_task))})
+                   for i in idx]
+            if len(idx) == len(batched_inputs):  # the usual case: no copies, the very tensors of a single-token run
+                sub_encoded, sub_images = encoded, images
+            else:
+                rows = torch.as_tensor(idx, device=images.tensor.device)
+                sub_encoded = (encoded[0][rows], [f[rows] for f in encoded[1]])
+                sub_images = ImageList(images.tensor[rows], [images.image_sizes[i] for i in idx])
+            with_emb = any("embeddings" in plans[i][task] for i in idx)
+            with self._capture_query_embeddings(with_emb) as captured:
+                outputs = self.sem_seg_head.decode(sub_encoded, self.encode_tasks(sub))
+            if with_emb:
+                outputs["query_embeddings"] = captured[-1]
+            for i, res in zip(idx, self.inference(sub, sub_images, outputs)):
+                results[i].update(res)
         return results
 
     def _run_window(self, x: Dict, crop: torch.Tensor, with_emb: bool):

@@ -18,7 +18,10 @@ the processes, ranks and master address come from the environment (``env://``, `
 Evaluation (periodic and --eval-only) runs on the datasets of MODEL.TEST.TASK: DATASETS.TEST_PANOPTIC,
 TEST_INSTANCE or TEST_SEMANTIC (panoptic for an unknown task; DATASETS.TEST when the chosen list is empty), with the
 matching task token; when both are empty, the first non-empty TEST_PANOPTIC / TEST_SEMANTIC / TEST_INSTANCE with its
-own task token (logged), e.g. a semantic-only setup with only TEST_SEMANTIC. With TEST.AUG.ENABLED, --eval-only also
+own task token (logged), e.g. a semantic-only setup with only TEST_SEMANTIC. MODEL.TEST.TASK all evaluates
+DATASETS.TEST_PANOPTIC (else DATASETS.TEST) in one pass with each output from its own task token, the paper's
+protocol: PQ from the panoptic token, AP from the instance token, mIoU from the semantic token (the backbone and pixel
+decoder run once per image, the transformer decoder once per token). With TEST.AUG.ENABLED, --eval-only also
 evaluates multi-scale + flip semantic segmentation on DATASETS.TEST_SEMANTIC (results suffixed "_TTA"). Logging:
 console, OUTPUT_DIR/log.txt, metrics.json, TensorBoard events, and W&B when WANDB.ENABLED. New config keys: see ``oneformer/engine/config.py``.
 
@@ -73,6 +76,7 @@ from oneformer.engine import (
 from oneformer.engine.best_checkpoint import BestCheckpointHook, StopTraining, metric_key
 from oneformer.engine.launch import LaunchError, launch_env, launch_from_args, launch_summary, single_process_norms
 from oneformer.evaluation import build_oneformer_evaluator
+from oneformer.evaluation.async_evaluator import AsyncEvaluator
 from oneformer.utils.checkpoint import OneFormerCheckpointer
 from oneformer.utils.device import DeviceError, check_device
 
@@ -81,7 +85,8 @@ __all__ = ["Trainer", "build_config", "setup", "main", "cli", "check_devices", "
 
 logger = logging.getLogger("oneformer.train_net")
 
-TASK_DATASET_KEYS = {"panoptic": "TEST_PANOPTIC", "instance": "TEST_INSTANCE", "semantic": "TEST_SEMANTIC"}
+TASK_DATASET_KEYS = {"panoptic": "TEST_PANOPTIC", "instance": "TEST_INSTANCE", "semantic": "TEST_SEMANTIC",
+                     "all": "TEST_PANOPTIC"}  # all: a panoptic dataset has the annotations of the three tasks
 
 
 def eval_dataset_names(cfg, task=None):
@@ -98,7 +103,8 @@ def eval_plan(cfg):
     """(task, dataset names) to evaluate: MODEL.TEST.TASK and ``eval_dataset_names(cfg)``; when those are empty,
     the first non-empty DATASETS.TEST_PANOPTIC / TEST_SEMANTIC / TEST_INSTANCE with its own task (logged), so a
     semantic-only setup (only TEST_SEMANTIC) is evaluated; (task, ()) when every list is empty."""
-    task = normalize_task(cfg.MODEL.TEST.TASK)[len("The task is "):]
+    task = normalize_task(cfg.MODEL.TEST.TASK)
+    task = task if task == "all" else task[len("The task is "):]
     names = eval_dataset_names(cfg, task)
     if names:
         return task, names
@@ -296,7 +302,10 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------------------------------------ evaluation
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None, tasks=None):
-        return build_oneformer_evaluator(cfg, dataset_name, output_folder=output_folder, tasks=tasks)
+        """``build_oneformer_evaluator``'s evaluator, its ``process`` in a worker thread (TEST.EVALUATOR_QUEUE)."""
+        evaluator = build_oneformer_evaluator(cfg, dataset_name, output_folder=output_folder, tasks=tasks)
+        queue = int(cfg.TEST.get("EVALUATOR_QUEUE", 0))
+        return AsyncEvaluator(evaluator, max_pending=queue) if queue > 0 else evaluator
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -105,8 +105,8 @@ def test_train_net_build_config(yamls):
     with pytest.raises(ConfigError, match="SOLVER.BASE_LRR"):
         train_net.build_config(args)
     args = train_net.default_argument_parser().parse_args(["MODEL.TEST.TASK", "depth"])
-    with pytest.raises(ConfigError, match=r"MODEL.TEST.TASK must be one of \('semantic', 'instance', 'panoptic'\), "
-                                          r"got 'depth'"):
+    with pytest.raises(ConfigError, match=r"MODEL.TEST.TASK must be one of \('semantic', 'instance', 'panoptic', "
+                                          r"'all'\), got 'depth'"):
         train_net.build_config(args)
 
 

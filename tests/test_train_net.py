@@ -368,6 +368,8 @@ def test_eval_datasets_follow_model_test_task(tmp_path):
     assert train_net.eval_dataset_names(cfg, "detection") == ("pan",)  # unknown task -> panoptic
     cfg.MODEL.TEST.TASK = "instance"
     assert train_net.eval_dataset_names(cfg) == ("ins1", "ins2")
+    cfg.MODEL.TEST.TASK = "all"  # every task from its own token: the panoptic datasets
+    assert train_net.eval_dataset_names(cfg) == ("pan",) and train_net.eval_plan(cfg) == ("all", ("pan",))
 
 
 def test_compiled_training_gives_the_eager_losses(prefix, tmp_path):

@@ -33,6 +33,8 @@ __all__ = [
     "SimpleTokenizer",
     "Tokenize",
     "TASKS",
+    "TASK_ALL",
+    "is_task_all",
     "task_string",
     "task_tokens",
     "get_default_tokenizer",
@@ -51,6 +53,14 @@ _EOW = "</w>"  # end-of-word marker appended to the last symbol of every word
 
 #: The task names accepted by :func:`task_tokens`.
 TASKS = ("semantic", "instance", "panoptic")
+#: Not a token: at test time, every task from its own token in one pass (the backbone and pixel decoder run once;
+#: panoptic_seg from the panoptic token, instances from the instance token, sem_seg from the semantic token).
+TASK_ALL = "all"
+
+
+def is_task_all(task) -> bool:
+    """Whether ``task`` is ``TASK_ALL`` ("all", any case, surrounding blanks ignored)."""
+    return isinstance(task, str) and task.strip().lower() == TASK_ALL
 
 
 def task_string(task: str) -> str:

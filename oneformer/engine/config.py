@@ -42,6 +42,9 @@ original behaviour except where noted.
     panoptic PQ, instance AP, semantic mIoU);
   * ``MODE`` ("max"): "max" or "min";
   * ``PATIENCE`` (0): stop training after this many evaluations in a row without a gain (0: never).
+- ``TEST.EVALUATOR_QUEUE`` (2): train_net's evaluators run their per-batch ``process`` work (RLE encoding, PNG
+  writing, confusion matrices) in a worker thread while the model runs the next batch, at most this many batches
+  behind (``oneformer/evaluation/async_evaluator.py``); 0 runs it in the loop, as Detectron2 does. Same results.
 - ``DATASETS.TRAIN_SAMPLING_WEIGHTS`` (()) and ``DATASETS.TRAIN_TASK_PROBS`` (()): per-dataset sampling weights and
   (semantic, instance, panoptic) task probabilities for DATASETS.TRAIN entries of different kinds (panoptic,
   semantic-only, instance-only); see ``oneformer/data/mixed_datasets.py``.
@@ -79,6 +82,7 @@ def add_oneformer_engine_config(cfg):
         (cfg.DATASETS, "TRAIN_SAMPLING_WEIGHTS", ()),
         (cfg.DATASETS, "TRAIN_TASK_PROBS", ()),
     )
+    defaults += ((cfg.TEST, "EVALUATOR_QUEUE", 2),)
     if "BEST_CHECKPOINT" not in cfg.TEST:
         cfg.TEST.BEST_CHECKPOINT = CN()
     defaults += (

@@ -4,9 +4,9 @@
 evaluator_type                 evaluators (each only when the model produces that output: MODEL.TEST.*_ON)
 =============================  =====================================================================================
 sem_seg                        SemSegEvaluator
-coco                           COCOEvaluator(tasks=("segm",)) (predicted boxes are zeros) [+ DetectionCOCOEvaluator]
+coco                           FastCOCOEvaluator(tasks=("segm",)) (predicted boxes are zeros) [+ DetectionCOCOEvaluator]
 ade20k_panoptic_seg            SemSegEvaluator + COCOPanopticEvaluator + InstanceSegEvaluator (150-space thing ids)
-coco_panoptic_seg              COCOPanopticEvaluator + COCOEvaluator("segm", metadata json_file = panoptic2instances
+coco_panoptic_seg              COCOPanopticEvaluator + FastCOCOEvaluator("segm", metadata json_file = panoptic2instances
                                json) + SemSegEvaluator [+ DetectionCOCOEvaluator]
 mapillary_vistas_panoptic_seg  COCOPanopticEvaluator + SemSegEvaluator
 cityscapes_panoptic_seg        COCOPanopticEvaluator + CityscapesSemSegEvaluator + CityscapesInstanceEvaluator
@@ -14,12 +14,13 @@ cityscapes_instance            CityscapesInstanceEvaluator
 cityscapes_sem_seg             CityscapesSemSegEvaluator
 =============================  =====================================================================================
 
+FastCOCOEvaluator is Detectron2's COCOEvaluator computing AP with hotcoco (identical numbers, see fast_coco_eval.py).
 SemSegEvaluator reads its ground truth with ``load_sem_seg_labels`` and the Cityscapes evaluators are the project's
 subclasses, so that both run on numpy 2 (see those modules).
 
 Semantic evaluators need SEMANTIC_ON, panoptic PANOPTIC_ON, instance INSTANCE_ON, detection DETECTION_ON (without
 the output an evaluator would fail on the first image). ``tasks`` restricts the selection further (the semantic TTA
-run uses ``tasks=("semantic",)``). The COCO-json evaluators (COCOEvaluator, InstanceSegEvaluator,
+run uses ``tasks=("semantic",)``). The COCO-json evaluators (FastCOCOEvaluator, InstanceSegEvaluator,
 DetectionCOCOEvaluator) of panoptic datasets need instance annotations (metadata ``json_file``); a panoptic dataset
 without them (``register_panoptic_dataset`` without ``instance_json``) is evaluated without them, with one logged
 line that names the fix. A dataset evaluated with a task token (MODEL.TEST.TASK) whose metric it has no annotations
@@ -31,7 +32,6 @@ import os
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
-    COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
@@ -39,6 +39,7 @@ from detectron2.evaluation import (
 
 from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .detection_evaluation import DetectionCOCOEvaluator
+from .fast_coco_eval import FastCOCOEvaluator
 from .instance_evaluation import InstanceSegEvaluator
 from .sem_seg_loading import load_sem_seg_labels
 
@@ -136,7 +137,7 @@ def build_oneformer_evaluator(cfg, dataset_name, output_folder=None, tasks=None)
         dataset_name, distributed=True, output_dir=output_folder, sem_seg_loading_fn=load_sem_seg_labels
     )
     panoptic = lambda: COCOPanopticEvaluator(dataset_name, output_folder)  # noqa: E731
-    coco_segm = lambda: COCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_folder)  # noqa: E731
+    coco_segm = lambda: FastCOCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_folder)  # noqa: E731
     coco_bbox = lambda: DetectionCOCOEvaluator(  # noqa: E731
         dataset_name, output_dir=os.path.join(output_folder, "detection")
     )

@@ -1,15 +1,15 @@
 """Box AP of the boxes OneFormer derives from its masks (MODEL.TEST.DETECTION_ON).
 
 With DETECTION_ON the model adds a "box_instances" output (boxes from the predicted masks) next to "instances".
-Subclassed only to feed that output to Detectron2's ``COCOEvaluator`` restricted to "bbox".
+Subclassed only to feed that output to Detectron2's ``COCOEvaluator`` (as ``FastCOCOEvaluator``) restricted to "bbox".
 """
-from detectron2.evaluation import COCOEvaluator
+from .fast_coco_eval import FastCOCOEvaluator
 
 __all__ = ["DetectionCOCOEvaluator"]
 
 
-class DetectionCOCOEvaluator(COCOEvaluator):
-    """``COCOEvaluator(tasks=("bbox",))`` reading ``output["box_instances"]``."""
+class DetectionCOCOEvaluator(FastCOCOEvaluator):
+    """``FastCOCOEvaluator(tasks=("bbox",))`` reading ``output["box_instances"]``."""
 
     def __init__(self, dataset_name, distributed=True, output_dir=None, **kwargs):
         super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir, **kwargs)

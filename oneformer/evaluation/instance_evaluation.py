@@ -7,13 +7,14 @@ lift that restriction: before Detectron2 maps predicted ids back to dataset ids,
 not things (possible when MODEL.TEST.PANOPTIC_ON is off) cannot match a thing ground truth and are dropped.
 """
 from detectron2.data.catalog import Metadata
-from detectron2.evaluation import COCOEvaluator
+
+from .fast_coco_eval import FastCOCOEvaluator
 
 __all__ = ["InstanceSegEvaluator"]
 
 
-class InstanceSegEvaluator(COCOEvaluator):
-    """``COCOEvaluator`` (mask AP only by default) accepting non-contiguous thing ids."""
+class InstanceSegEvaluator(FastCOCOEvaluator):
+    """``FastCOCOEvaluator`` (mask AP only by default) accepting non-contiguous thing ids."""
 
     def __init__(self, dataset_name, tasks=("segm",), distributed=True, output_dir=None, **kwargs):
         super().__init__(dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir, **kwargs)

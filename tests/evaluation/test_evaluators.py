@@ -35,6 +35,7 @@ from oneformer.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
     DetectionCOCOEvaluator,
+    FastCOCOEvaluator,
     InstanceSegEvaluator,
     build_oneformer_evaluator,
 )
@@ -131,7 +132,7 @@ def test_coco_panoptic_pq_miou_ap_100(datasets_root, registered, tmp_path):
     name = registered + "coco_2017_val_panoptic_with_sem_seg"
     cfg = _cfg(tmp_path, 133)
     evaluator, res = evaluate(cfg, name, lambda r: gt_prediction(r, 133))
-    assert _types(evaluator) == [COCOPanopticEvaluator, COCOEvaluator, SemSegEvaluator]
+    assert _types(evaluator) == [COCOPanopticEvaluator, FastCOCOEvaluator, SemSegEvaluator]
     assert _close(res["panoptic_seg"]["PQ"]) and _close(res["panoptic_seg"]["PQ_th"])
     assert _close(res["panoptic_seg"]["PQ_st"])
     assert _close(res["sem_seg"]["mIoU"])
@@ -143,7 +144,7 @@ def test_coco_instance_only_dataset_ap_100(datasets_root, registered, tmp_path):
     fd.make_coco(datasets_root)
     name = registered + "coco_2017_val_panoptic2instance"
     evaluator, res = evaluate(_cfg(tmp_path, 133), name, gt_instances_prediction)
-    assert _types(evaluator) == [COCOEvaluator]
+    assert _types(evaluator) == [FastCOCOEvaluator]
     assert set(res) == {"segm"} and _close(res["segm"]["AP"])
 
 
@@ -208,7 +209,7 @@ def test_ade20k_panoptic_with_non_contiguous_thing_ids(ade_prepared, registered,
 def test_ade20k_instance_dataset_in_the_100_thing_space(ade_prepared, registered, tmp_path):
     name = registered + "ade20k_instance_val"
     evaluator, res = evaluate(_cfg(tmp_path, 150), name, gt_instances_prediction)
-    assert _types(evaluator) == [COCOEvaluator]
+    assert _types(evaluator) == [FastCOCOEvaluator]
     assert _close(res["segm"]["AP"])
 
 

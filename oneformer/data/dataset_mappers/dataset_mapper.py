@@ -2,7 +2,8 @@
 
 Detectron2's ``DatasetMapper`` in test mode (ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST) only; "sem_seg" read
 as "L" when the record has ``sem_seg_file_name``; ``annotations`` dropped), plus "task" = "The task is
-{MODEL.TEST.TASK}" so the model is conditioned on the evaluated task. Subclassed only to add that field.
+{MODEL.TEST.TASK}" so the model is conditioned on the evaluated task ("all" for MODEL.TEST.TASK all: every output
+from its own token). Subclassed only to add that field.
 Output: the record's fields plus "image" uint8 (3, H, W) resized, "height"/"width" (original size, the size the model
 resizes its outputs to), optional "sem_seg" int64 (H, W), "task".
 Use with ``build_detection_test_loader(cfg, dataset_name, mapper=OneFormerTestDatasetMapper(cfg, False))``.
@@ -18,18 +19,20 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..tokenizer import TASKS, task_string
+from ..tokenizer import TASK_ALL, TASKS, is_task_all, task_string
 from .oneformer_unified_dataset_mapper import TrainingMapperBase
 from . import register_dataset_mapper
 
 __all__ = ["OneFormerTestDatasetMapper", "TEST_TASKS", "normalize_task"]
 
-TEST_TASKS = TASKS
+TEST_TASKS = TASKS + (TASK_ALL,)
 
 
 def normalize_task(task) -> str:
-    """"panoptic" or "The task is panoptic" (any case, surrounding blanks ignored) → "The task is panoptic";
-    ValueError naming MODEL.TEST.TASK and the value otherwise."""
+    """"panoptic" or "The task is panoptic" (any case, surrounding blanks ignored) → "The task is panoptic"; "all" →
+    "all" (each output from its own task token, one pass); ValueError naming MODEL.TEST.TASK and the value otherwise."""
+    if is_task_all(task):
+        return TASK_ALL
     try:
         return task_string(task)
     except ValueError:
@@ -45,7 +48,8 @@ class OneFormerTestDatasetMapper(DatasetMapper):
         """
         Args:
             is_train: kept for the ``mapper(cfg, is_train)`` calling convention; must be False.
-            task: "semantic" | "instance" | "panoptic" (or "The task is ...").
+            task: "semantic" | "instance" | "panoptic" (or "The task is ...") | "all" (the model computes each output
+                with its own task token).
             kwargs: Detectron2 ``DatasetMapper`` arguments (augmentations, image_format, ...).
         """
         if is_train:

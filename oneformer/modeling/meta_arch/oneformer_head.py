@@ -86,5 +86,15 @@ class OneFormerHead(nn.Module):
 
     def forward(self, features: Dict[str, torch.Tensor], tasks: torch.Tensor, mask=None) -> Dict:
         """features: backbone outputs by name; tasks: (B, hidden_dim). Returns the transformer decoder's dict."""
+        return self.decode(self.encode(features), tasks, mask)
+
+    def encode(self, features: Dict[str, torch.Tensor]):
+        """The task-independent part: (mask_features (B, MASK_DIM, H/4, W/4), [multi-scale features (B, C, h, w)]),
+        so that several task tokens can be decoded from one pixel-decoder pass (``decode``)."""
         mask_features, _, multi_scale_features, _, _ = self.pixel_decoder.forward_features(features)
+        return mask_features, multi_scale_features
+
+    def decode(self, encoded, tasks: torch.Tensor, mask=None) -> Dict:
+        """The task-conditioned transformer decoder on ``encode``'s output; tasks: (B, hidden_dim)."""
+        mask_features, multi_scale_features = encoded
         return self.predictor(multi_scale_features, mask_features, tasks, mask)
