@@ -121,9 +121,13 @@ def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     if not args.dynamic and (args.height is None or args.width is None):
         raise SystemExit("--height and --width are needed unless --dynamic")
+    from oneformer.config import ConfigError
     from oneformer.export import export_model, format_from_path
 
-    cfg = setup_cfg(args)
+    try:
+        cfg = setup_cfg(args)
+    except ConfigError as e:  # a bad key, value or file: one line
+        raise SystemExit(f"error: {e}") from None
     model = build_model(cfg)
     try:
         fmt = args.format or format_from_path(args.output)
