@@ -13,6 +13,7 @@ import torch
 from detectron2.modeling import build_model
 
 from oneformer.data.dataset_mappers.dataset_mapper import normalize_task
+from tests.test_oneformer_model import _image
 from tests.tiny import tiny_cfg
 
 
@@ -25,11 +26,6 @@ def model():
     m = build_model(cfg)
     m.eval()
     return m
-
-
-def _image(h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
 
 
 def _assert_same(a, b):

@@ -75,7 +75,8 @@ def plan_export_size(resize: Optional[Tuple[int, int]], dynamic: bool, height: O
     an image of that size and resized the same way (a graph specializes to its example's window layout, so an
     example the runtime never feeds makes a file that refuses every photo). Static: the canvas must hold a 4:3 photo
     after the test resize (else ValueError: every photo would be refused), and is cut to the largest size the
-    resize produces. Returns (height, width, max padded blocks of 32 pixels a side, notes: one line per correction).
+    resize produces. Returns (height, width, the largest padded side the runtime feeds in blocks of 32 pixels (the
+    canvases :func:`probe_canvases` maps), notes: one line per correction).
     """
     if resize is None or int(resize[1]) <= 0:
         return (256 if height is None else int(height), 256 if width is None else int(width), MAX_BLOCKS, [])
@@ -371,10 +372,11 @@ def _padded_example(wrapper: PaddedOneFormerExportModule, batch: int, height: in
 
 
 def export_program(model, *, task: str = "panoptic", height: Optional[int] = None, width: Optional[int] = None,
-                   dynamic: bool = False, batch: int = 1, strict: bool = False, max_blocks: int = MAX_BLOCKS):
+                   dynamic: bool = False, batch: int = 1, strict: bool = False):
     """``torch.export.export`` of :class:`PaddedOneFormerExportModule` -> ExportedProgram.
 
-    ``dynamic``: the padded height (32 * h) and width (32 * w) are symbolic, h and w in [2, ``max_blocks``];
+    ``dynamic``: the padded height (32 * h) and width (32 * w) are symbolic, h and w in [2, 1024] (a range cut to
+    the test resize's largest size would be tighter, but makes torch 2.11's AOTInductor and ONNX lowering fail);
     ``height``/``width`` are then only the example size (default 256; :func:`plan_export_size` derives it from the
     test resize). The graph is specialized to the example's layout (:func:`probe_canvases` tells which sizes it
     takes). The batch is ``batch`` either way (a symbolic batch would need guards that the model's code does not
@@ -391,8 +393,7 @@ def export_program(model, *, task: str = "panoptic", height: Optional[int] = Non
     if dynamic:
         from torch.export import Dim
 
-        top = max(int(max_blocks), 2)
-        h, w = Dim("h", min=2, max=top), Dim("w", min=2, max=top)
+        h, w = Dim("h", min=2, max=MAX_BLOCKS), Dim("w", min=2, max=MAX_BLOCKS)
         dynamic_shapes = [{2: BLOCK * h, 3: BLOCK * w}, None] + ([None] if task == "input" else [])
     with _eval_mode(model), torch.no_grad():
         return torch.export.export(wrapper, inputs, dynamic_shapes=dynamic_shapes, strict=strict)
@@ -412,8 +413,7 @@ def _program_and_meta(model, fmt, program, *, task, height, width, dynamic, batc
     _check_args(task, "none", dynamic, height, width, batch)
     if program is None:
         height, width, max_blocks = _planned_size(resize, dynamic, height, width)
-        program = export_program(model, task=task, height=height, width=width, dynamic=dynamic, batch=batch,
-                                 max_blocks=max_blocks)
+        program = export_program(model, task=task, height=height, width=width, dynamic=dynamic, batch=batch)
     else:  # made by the caller with these arguments
         height, width = height or 256, width or 256
         max_blocks = plan_export_size(resize, dynamic, height, width)[2]

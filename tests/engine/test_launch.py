@@ -227,4 +227,5 @@ def test_early_stopping_stops_every_process(datasets_root, tmp_path):
             rows = [json.loads(line) for line in f]
         assert [r["iter"] for r in rows if "iter" in r] == [0, 1]  # the stop came in iteration 2's after_step
         assert rows[-1]["world_size"] == 2
-    assert (out / "model_best.pth").exists() and not (out / "model_final.pth").exists()
+    # an early stop ends like a full run: the weights it stopped with are model_final.pth (issue 27)
+    assert (out / "model_best.pth").exists() and (out / "model_final.pth").exists()

@@ -29,6 +29,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 pytestmark = pytest.mark.slow
 
+# torch 2.11 cannot lower the bundled model's graph to AOTInductor or ONNX: with one Swin window in its last stages
+# (a 96x128 example, window 4) the grouped window attention has empty groups, which its symbolic shapes reject
+# ("A Boolean argument can only be used in Eq and Ne", "Could not guard on data-dependent expression"); 2.14 does
+TORCH_LOWERS_ONE_WINDOW = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 12)
+needs_lowering = pytest.mark.skipif(not TORCH_LOWERS_ONE_WINDOW, reason="torch < 2.12 cannot lower one-window "
+                                    "Swin stages to AOTInductor / ONNX (README: Export, limitations)")
+
 CONFIG = os.path.join(REPO, "configs", "synthetic", "oneformer_synthetic.yaml")
 WEIGHTS = os.path.join(REPO, "demo", "assets", "oneformer_synthetic.pth")
 # (height, width) of the photos: 2:3 portrait, 4:3 and 16:9 landscape (after the test resize: 128x85, 96x128, 72x128)
@@ -148,7 +155,8 @@ def test_readme_has_the_three_export_lines():
         assert "--dynamic" in commands[fmt], fmt
 
 
-@pytest.mark.parametrize("fmt", ["pt2", "aoti", "onnx"])
+@pytest.mark.parametrize("fmt", ["pt2", pytest.param("aoti", marks=needs_lowering),
+                                 pytest.param("onnx", marks=needs_lowering)])
 def test_readme_export_serves_photos_like_the_predictor(files, predictor, photos, fmt):
     path, meta = files(fmt)
     assert meta["example"] == [96, 128]  # a 640x480 photo after the bundled config's test resize
@@ -165,6 +173,7 @@ def test_readme_export_serves_photos_like_the_predictor(files, predictor, photos
                  exact=False, need=0.9)
 
 
+@needs_lowering
 def test_runtime_and_predictor_keep_the_same_instances(files, photos):
     """Item 2: one set of thresholds. Before, the runtime kept 41-44 instances (no threshold) against the
     predictor's few (demo mode)."""

@@ -100,3 +100,22 @@ def test_bad_inputs_name_the_problem(runtime, tmp_path):
         runtime(str(bad))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ExportedOneFormer(str(tmp_path / "missing.pt2"))
+
+
+def test_same_instances_as_the_predictor_for_the_same_threshold(predictor, runtime):
+    """Issue 27, item 2: the runtime applies the predictor's thresholds (InferenceThresholds): the same instances for
+    the same confidence threshold (before, the runtime kept every top-k pair: 41-44 against the predictor's 3, and
+    took no threshold)."""
+    image = _photo(seed=3)
+    everything = predictor(image, task="instance")[0]["instances"]
+    assert len(everything) > 1
+    middle = float(everything.scores.sort().values[len(everything) // 2])  # keeps about half
+    for threshold in (None, middle):
+        ours = ExportedOneFormer(runtime.path, confidence_threshold=threshold)(image, task="instance")["instances"]
+        pred = OneFormerPredictor(predictor.cfg, confidence_threshold=threshold)
+        pred.model.load_state_dict(predictor.model.state_dict())
+        ref = pred(image, task="instance")[0]["instances"]
+        assert len(ours) == len(ref) > 0
+        assert len(ref) < len(everything) if threshold is not None else len(ref) == len(everything)
+        assert torch.equal(ours.pred_masks, ref.pred_masks) and torch.equal(ours.pred_classes, ref.pred_classes)
+        torch.testing.assert_close(ours.scores, ref.scores, rtol=0, atol=TOL)
