@@ -123,7 +123,7 @@ class OneFormerPredictor:
     def load_image(self, image: ImageLike, name: str = "image") -> np.ndarray:
         """An input as an H×W×3 uint8 array in the model's INPUT.FORMAT (``ImageTooLargeError`` above
         ``max_pixels``)."""
-        if isinstance(image, (str, os.PathLike)):
+        if self.max_pixels is not None and isinstance(image, (str, os.PathLike)):  # before decoding it
             self.check_size(image_size(image), os.fspath(image))
         array = load_input_image(image, self.cfg.INPUT.FORMAT, self.input_format, name)
         self.check_size(array.shape[:2], name)

@@ -6,7 +6,6 @@ checkpoint gives PQ of the panoptic run, AP of the instance run and mIoU of the 
 once per image.
 """
 import math
-import os
 
 import pytest
 import torch
@@ -110,19 +109,10 @@ def test_eval_with_task_all_equals_three_single_token_evaluations(tmp_path):
     """train_net's evaluation (Trainer.test, as --eval-only runs it) with the bundled synthetic model on 3 generated
     panoptic val images: MODEL.TEST.TASK all gives the panoptic run's PQ, the instance run's AP and the semantic run's
     mIoU (every number of each group)."""
-    from tests.tiny import REPO, load_script
+    from tests.tiny import bundled_synthetic_val
 
-    ckpt = os.path.join(REPO, "demo", "assets", "oneformer_synthetic.pth")
-    if not os.path.exists(ckpt):
-        pytest.skip("bundled checkpoint missing")
-    from oneformer.data.datasets.register_synthetic import register_all_synthetic
-
-    ts = load_script("train_synthetic", "tools")
-    data = str(tmp_path / "synthetic_shapes")
-    assert ts.generate_dataset(data, num_train=1, num_val=3, seed=0, size=64)
-    register_all_synthetic(dataset_dir=data)  # the config's names (synthetic_panoptic_val), replaced if registered
-    cfg = ts.build_cfg(os.path.join(REPO, "configs", "synthetic", "oneformer_synthetic.yaml"),
-                       ["MODEL.DEVICE", "cpu"], output_dir=str(tmp_path / "out"))
+    ts, ckpt, config = bundled_synthetic_val(tmp_path, seed=0)
+    cfg = ts.build_cfg(config, ["MODEL.DEVICE", "cpu"], output_dir=str(tmp_path / "out"))
     res = ts.evaluate(cfg, ckpt, str(tmp_path / "out"), tasks=("all", "panoptic", "instance", "semantic"))
     assert set(res["all"]) == {"panoptic_seg", "segm", "sem_seg"}
     assert _same_numbers(res["all"]["panoptic_seg"], res["panoptic"]["panoptic_seg"])

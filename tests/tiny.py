@@ -71,3 +71,21 @@ def load_script(name: str, folder: str = "datasets"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def bundled_synthetic_val(tmp_path, seed: int = 0, num_val: int = 3):
+    """The bundled synthetic checkpoint and tools/train_synthetic.py (as a module) with ``num_val`` generated 64×64
+    panoptic val images registered under the bundled config's dataset names; skips when the checkpoint is missing.
+    Returns (train_synthetic module, checkpoint path, bundled config path)."""
+    import pytest
+
+    from oneformer.data.datasets.register_synthetic import register_all_synthetic
+
+    ckpt = os.path.join(REPO, "demo", "assets", "oneformer_synthetic.pth")
+    if not os.path.exists(ckpt):
+        pytest.skip("bundled checkpoint missing")
+    ts = load_script("train_synthetic", "tools")
+    data = str(tmp_path / "synthetic_shapes")
+    assert ts.generate_dataset(data, num_train=1, num_val=num_val, seed=seed, size=64)
+    register_all_synthetic(dataset_dir=data)  # the config's names (synthetic_panoptic_val), replaced if registered
+    return ts, ckpt, os.path.join(REPO, "configs", "synthetic", "oneformer_synthetic.yaml")

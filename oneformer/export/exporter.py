@@ -107,32 +107,33 @@ def plan_export_size(resize: Optional[Tuple[int, int]], dynamic: bool, height: O
     return h, w, _blocks(longest), notes
 
 
-def probe_canvases(program, batch: int, task: str, max_blocks: int) -> List[str]:
+def probe_canvases(program, batch: int, max_blocks: int) -> List[str]:
     """Which padded sizes a dynamic ExportedProgram takes: row ``i`` is a string whose character ``j`` is "1" when
     a canvas of (32 (i + 1)) x (32 (j + 1)) pixels passes the program's shape guards, for 1..min(max_blocks, 128)
     blocks a side. torch.export specializes the graph to the example's layout (e.g. one Swin window or several in a
     stage), and the runtime uses this map to pad an image into a canvas the graph takes instead of failing."""
     module = program.module()
     guards = getattr(module, "_guards_fn", None)
+    # the user inputs as the program records them: the image's height and width are symbols with a range; the
+    # others (image sizes, task ids) have fixed shapes, taken from the program rather than restated here
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    image = inputs[0].meta["val"]
     bounds = []
-    for node in program.graph.nodes:  # the symbolic ranges of the image's height and width
-        if node.op == "placeholder" and node.name == "image":
-            for d in (2, 3):
-                r = program.range_constraints.get(node.meta["val"].shape[d].node.expr)
-                bounds.append((int(r.lower), int(r.upper)) if r is not None else (BLOCK, BLOCK * MAX_BLOCKS))
+    for d in (2, 3):
+        r = program.range_constraints.get(image.shape[d].node.expr)
+        bounds.append((int(r.lower), int(r.upper)) if r is not None else (BLOCK, BLOCK * MAX_BLOCKS))
+    others = [torch.zeros(tuple(n.meta["val"].shape), dtype=n.meta["val"].dtype) for n in inputs[1:]]
     n = min(int(max_blocks), PROBE_BLOCKS)
-    sizes = torch.zeros((batch, 2), dtype=torch.int64)
-    extra = (torch.zeros((batch, 77), dtype=torch.int64),) if task == "input" else ()
     pixel = torch.zeros((1, 1, 1, 1), dtype=torch.uint8)
 
     def takes(hb: int, wb: int) -> bool:
         hp, wp = hb * BLOCK, wb * BLOCK
-        if bounds and not (bounds[0][0] <= hp <= bounds[0][1] and bounds[1][0] <= wp <= bounds[1][1]):
+        if not (bounds[0][0] <= hp <= bounds[0][1] and bounds[1][0] <= wp <= bounds[1][1]):
             return False
         if guards is None:
             return True
         try:  # the guards read shapes only: an expanded one-pixel tensor costs nothing
-            guards(pixel.expand(batch, 3, hp, wp), sizes, *extra)
+            guards(pixel.expand(batch, 3, hp, wp), *others)
         except AssertionError:
             return False
         return True
@@ -422,7 +423,7 @@ def _program_and_meta(model, fmt, program, *, task, height, width, dynamic, batc
     meta["batch"] = int(batch)  # fixed, also with dynamic sizes
     meta["example"] = [int(height), int(width)]
     if dynamic:
-        meta["canvases"] = probe_canvases(program, int(batch), task, max_blocks)
+        meta["canvases"] = probe_canvases(program, int(batch), max_blocks)
         if not any("1" in row for row in meta["canvases"]):
             raise RuntimeError(f"the exported program takes none of the canvases up to {len(meta['canvases'])} "
                                f"blocks of {BLOCK} pixels a side")

@@ -134,6 +134,7 @@ class ExportedOneFormer:
         self.aug = T.ResizeShortestEdge([size[0], size[0]], size[1]) if resize and size else None
         self.thresholds = InferenceThresholds.create(self.meta["object_mask_threshold"],
                                                      self.meta["overlap_threshold"], confidence_threshold)
+        self._canvas_of = {}  # (blocks high, blocks wide) -> the canvas chosen for it
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -178,6 +179,8 @@ class ExportedOneFormer:
         rows = m.get("canvases")
         if rows is None:  # a file written before the map existed: the graph's guards decide
             return hb * d, wb * d
+        if (hb, wb) in self._canvas_of:  # one search per padded size (photos share a few)
+            return self._canvas_of[hb, wb]
         n = len(rows)
         fits = [(i * j, i, j) for i in range(hb, n + 1) for j in range(wb, n + 1) if rows[i - 1][j - 1] == "1"]
         if not fits:
@@ -188,6 +191,7 @@ class ExportedOneFormer:
                              f"{'x'.join(map(str, m.get('example', ['?', '?'])))}); export again with --height "
                              f"{height} --width {width}")
         _, i, j = min(fits)
+        self._canvas_of[hb, wb] = (i * d, j * d)
         return i * d, j * d
 
     def _resize_words(self) -> str:

@@ -1,7 +1,6 @@
 """AsyncEvaluator: process() in a worker thread, in order, bounded, errors surfaced; train_net's evaluation gives the
 same numbers with it (TEST.EVALUATOR_QUEUE 2, the default) as without (0)."""
 import math
-import os
 import threading
 import time
 
@@ -66,21 +65,13 @@ def test_worker_errors_are_raised_and_bad_settings_refused():
 def test_train_net_evaluation_same_numbers_with_and_without_the_worker(tmp_path):
     from detectron2.evaluation import DatasetEvaluators
 
-    from oneformer.data.datasets.register_synthetic import register_all_synthetic
     from oneformer.train_net import Trainer
-    from tests.tiny import REPO, load_script
+    from tests.tiny import bundled_synthetic_val
 
-    ckpt = os.path.join(REPO, "demo", "assets", "oneformer_synthetic.pth")
-    if not os.path.exists(ckpt):
-        pytest.skip("bundled checkpoint missing")
-    ts = load_script("train_synthetic", "tools")
-    data = str(tmp_path / "synthetic_shapes")
-    assert ts.generate_dataset(data, num_train=1, num_val=3, seed=1, size=64)
-    register_all_synthetic(dataset_dir=data)
+    ts, ckpt, config = bundled_synthetic_val(tmp_path, seed=1)
     res = {}
     for queue in (0, 2):
-        cfg = ts.build_cfg(os.path.join(REPO, "configs", "synthetic", "oneformer_synthetic.yaml"),
-                           ["MODEL.DEVICE", "cpu", "TEST.EVALUATOR_QUEUE", str(queue)],
+        cfg = ts.build_cfg(config, ["MODEL.DEVICE", "cpu", "TEST.EVALUATOR_QUEUE", str(queue)],
                            output_dir=str(tmp_path / f"out{queue}"))
         built = Trainer.build_evaluator(cfg, "synthetic_panoptic_val", output_folder=str(tmp_path / f"ev{queue}"))
         assert isinstance(built, AsyncEvaluator if queue else DatasetEvaluators)
